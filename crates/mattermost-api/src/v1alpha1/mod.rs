@@ -1,0 +1,1 @@
+//! `ClusterInstallation` (`mattermost.com/v1alpha1`), the legacy resource kept for migration.

@@ -1,0 +1,1 @@
+//! `Mattermost` (`installation.mattermost.com/v1beta1`).

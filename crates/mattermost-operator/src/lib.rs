@@ -1,0 +1,1 @@
+//! The Mattermost operator: reconcilers for `Mattermost` (and later `ClusterInstallation`).
