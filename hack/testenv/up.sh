@@ -48,8 +48,10 @@ used=" "
 free_port() {
   local p
   while :; do
-    p=$(( 20000 + RANDOM % 30000 ))
+    # below the kernel's ephemeral range (32768+), so no client socket can hold the port
+    p=$(( 12000 + RANDOM % 20000 ))
     case "$used" in *" $p "*) continue ;; esac
+    if command -v ss >/dev/null && [ -n "$(ss -Htan "( sport = :$p )" 2>/dev/null)" ]; then continue; fi
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then used="$used$p "; echo "$p"; return; fi
   done
 }
