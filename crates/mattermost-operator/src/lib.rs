@@ -1,1 +1,3 @@
 //! The Mattermost operator: reconcilers for `Mattermost` (and later `ClusterInstallation`).
+pub mod apply;
+pub mod status;

@@ -66,13 +66,20 @@ pub struct ResponseStatus {
 impl AuditEvent {
     /// True for verbs that change state.
     pub fn is_write(&self) -> bool {
-        matches!(self.verb.as_str(), "create" | "update" | "patch" | "delete" | "deletecollection")
+        matches!(
+            self.verb.as_str(),
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        )
     }
 
     /// `resource` or `resource/subresource`.
     pub fn resource(&self) -> String {
         match &self.object_ref {
-            Some(ObjectRef { resource, subresource: Some(sub), .. }) => format!("{resource}/{sub}"),
+            Some(ObjectRef {
+                resource,
+                subresource: Some(sub),
+                ..
+            }) => format!("{resource}/{sub}"),
             Some(r) => r.resource.clone(),
             None => String::new(),
         }
@@ -97,7 +104,9 @@ impl Default for AuditLog {
 impl AuditLog {
     /// The audit log of the control plane in [`crate::state_dir`].
     pub fn new() -> Self {
-        Self { path: crate::state_dir().join("audit.log") }
+        Self {
+            path: crate::state_dir().join("audit.log"),
+        }
     }
 
     /// The current end of the log.

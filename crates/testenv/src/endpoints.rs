@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use futures::TryStreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
 
@@ -67,7 +67,9 @@ impl EndpointWatcher {
                 }
             }
         });
-        ready_rx.await.map_err(|_| crate::Error::Manifest("endpoint watch ended before its initial list".into()))?;
+        ready_rx
+            .await
+            .map_err(|_| crate::Error::Manifest("endpoint watch ended before its initial list".into()))?;
         Ok(Self { samples, task })
     }
 
@@ -109,7 +111,10 @@ fn record(samples: &Mutex<Vec<EndpointSample>>, slices: &BTreeMap<String, usize>
     if let Ok(mut s) = samples.lock() {
         // Keep only changes, so the history reads as a timeline of transitions.
         if s.last().is_none_or(|last| last.ready != ready) {
-            s.push(EndpointSample { at: Instant::now(), ready });
+            s.push(EndpointSample {
+                at: Instant::now(),
+                ready,
+            });
         }
     }
 }

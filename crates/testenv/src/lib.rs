@@ -58,14 +58,17 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-    })
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
 
 /// The state directory of the control plane (`TESTENV_DIR`, default `<repo>/.testenv`).
 pub fn state_dir() -> PathBuf {
-    std::env::var_os("TESTENV_DIR").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".testenv"))
+    std::env::var_os("TESTENV_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".testenv"))
 }
 
 /// Path of the admin kubeconfig written by `cluster-up`.
@@ -90,7 +93,9 @@ pub fn ensure_cluster_up() -> Result<()> {
         .output()
         .map_err(|e| Error::ClusterUp(format!("{}: {e}", script.display())))?;
     if !out.status.success() {
-        return Err(Error::ClusterUp(String::from_utf8_lossy(&out.stderr).into_owned()));
+        return Err(Error::ClusterUp(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     Ok(())
 }
@@ -145,8 +150,13 @@ impl TestNamespace {
             },
             ..Namespace::default()
         };
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
-        Ok(Self { name, client: client.clone() })
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
+        Ok(Self {
+            name,
+            client: client.clone(),
+        })
     }
 
     /// A typed API for this namespace.
@@ -160,7 +170,9 @@ impl TestNamespace {
 
     /// Deletes the namespace (background; does not wait for its content to go).
     pub async fn delete(self) -> Result<()> {
-        Api::<Namespace>::all(self.client.clone()).delete(&self.name, &DeleteParams::background()).await?;
+        Api::<Namespace>::all(self.client.clone())
+            .delete(&self.name, &DeleteParams::background())
+            .await?;
         Ok(())
     }
 }
@@ -179,7 +191,11 @@ fn random_suffix() -> String {
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
     let mut h = RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     format!("{:06x}", h.finish() & 0xff_ffff)
 }
 
@@ -202,11 +218,19 @@ where
 }
 
 /// Waits until the object `name` exists and satisfies `cond`; returns it.
-pub async fn wait_for_object<K>(api: &Api<K>, name: &str, timeout: Duration, cond: impl Fn(&K) -> bool) -> Result<K>
+pub async fn wait_for_object<K>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    cond: impl Fn(&K) -> bool,
+) -> Result<K>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let what = format!("{} {name}", std::any::type_name::<K>().rsplit("::").next().unwrap_or("object"));
+    let what = format!(
+        "{} {name}",
+        std::any::type_name::<K>().rsplit("::").next().unwrap_or("object")
+    );
     wait_until(&what, timeout, || async {
         match api.get_opt(name).await {
             Ok(Some(obj)) if cond(&obj) => Some(obj),
@@ -225,15 +249,20 @@ pub async fn apply_yaml(client: &Client, namespace: &str, yaml: &str) -> Result<
     let mut applied = Vec::new();
     for doc in docs.into_iter().filter(|d| !d.is_null()) {
         let obj: DynamicObject = serde_json::from_value(doc).map_err(|e| Error::Manifest(e.to_string()))?;
-        let tm = obj.types.clone().ok_or_else(|| Error::Manifest("document without apiVersion/kind".into()))?;
+        let tm = obj
+            .types
+            .clone()
+            .ok_or_else(|| Error::Manifest("document without apiVersion/kind".into()))?;
         let gvk = GroupVersionKind::try_from(&tm).map_err(|e| Error::Manifest(e.to_string()))?;
         let (ar, caps): (ApiResource, ApiCapabilities) = discovery
             .resolve_gvk(&gvk)
             .ok_or_else(|| Error::Manifest(format!("unknown kind {gvk:?}")))?;
         let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => {
-                Api::namespaced_with(client.clone(), obj.namespace().as_deref().unwrap_or(namespace), &ar)
-            }
+            Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.namespace().as_deref().unwrap_or(namespace),
+                &ar,
+            ),
             Scope::Cluster => Api::all_with(client.clone(), &ar),
         };
         let params = PatchParams::apply(FIELD_MANAGER).force();

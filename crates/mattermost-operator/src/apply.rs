@@ -1,0 +1,309 @@
+//! The only module that writes children: server-side apply with one field manager, and deletes
+//! of children this installation owns.
+//!
+//! A reconcile with nothing to change must send no write at all, so every apply is skipped when
+//! the live object already matches: it carries the hash of the same desired object (catches fields
+//! we stopped setting) and every field we set has the same value live (catches drift by others).
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The one field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "mattermost-operator";
+/// Hash of the desired object last applied; a different hash means the desired state changed.
+pub const HASH_ANNOTATION: &str = "installation.mattermost.com/applied-hash";
+
+/// Why writing a child failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The API server refused the apply or delete.
+    #[error("{verb} {kind} {name}: {source}")]
+    Api {
+        /// `apply`, `delete` or `get`.
+        verb: &'static str,
+        /// Kind of the child.
+        kind: String,
+        /// Name of the child.
+        name: String,
+        /// The API error.
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// An object with the child's name exists and belongs to someone else; it is never touched.
+    #[error("{kind} {name} already exists and is not owned by this installation; it is left untouched")]
+    Conflict {
+        /// Kind of the object.
+        kind: String,
+        /// Name of the object.
+        name: String,
+    },
+    /// The desired object could not be serialised (a bug).
+    #[error("serialising {kind}: {source}")]
+    Serialize {
+        /// Kind of the child.
+        kind: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ApplyError {
+    /// Stable reason for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::Api { .. } => "ApplyFailed",
+            ApplyError::Conflict { .. } => "ChildNameConflict",
+            ApplyError::Serialize { .. } => "InternalError",
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The live object already matched; no request was sent.
+    Unchanged,
+    /// The object was created or changed.
+    Written,
+}
+
+/// True when `obj` has a controller owner reference to the owner with `owner_uid`.
+pub fn is_owned_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
+    obj.owner_references()
+        .iter()
+        .any(|r| r.uid == owner_uid && r.controller == Some(true))
+}
+
+/// Applies `desired` unless `live` (from a cache, or fetched when `None`) already matches.
+/// Refuses to touch an existing object that is not controlled by `owner_uid`.
+pub async fn ensure<K>(
+    client: &Client,
+    live: Option<K>,
+    mut desired: K,
+    owner_uid: &str,
+) -> Result<Applied, ApplyError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let kind = K::kind(&()).into_owned();
+    let name = desired.name_any();
+    let ns = desired.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
+    let hash = hash_of(&desired).map_err(|source| ApplyError::Serialize {
+        kind: kind.clone(),
+        source,
+    })?;
+    desired
+        .annotations_mut()
+        .insert(HASH_ANNOTATION.to_owned(), hash.clone());
+
+    let live = match live {
+        Some(l) => Some(l),
+        None => api.get_opt(&name).await.map_err(|source| ApplyError::Api {
+            verb: "get",
+            kind: kind.clone(),
+            name: name.clone(),
+            source: Box::new(source),
+        })?,
+    };
+    if let Some(live) = &live {
+        if !is_owned_by(live, owner_uid) {
+            return Err(ApplyError::Conflict { kind, name });
+        }
+        if live.annotations().get(HASH_ANNOTATION) == Some(&hash) && matches(&desired, live)? {
+            return Ok(Applied::Unchanged);
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(&desired))
+        .await
+        .map_err(|source| ApplyError::Api {
+            verb: "apply",
+            kind,
+            name,
+            source: Box::new(source),
+        })?;
+    Ok(Applied::Written)
+}
+
+/// Deletes the child `name` if it exists and is controlled by `owner_uid`; anything else is left
+/// alone. `live` is the cached object, fetched when `None`.
+pub async fn delete_owned<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    live: Option<K>,
+    owner_uid: &str,
+    params: &DeleteParams,
+) -> Result<Applied, ApplyError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    let kind = K::kind(&()).into_owned();
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let live = match live {
+        Some(l) => Some(l),
+        None => api.get_opt(name).await.map_err(|source| ApplyError::Api {
+            verb: "get",
+            kind: kind.clone(),
+            name: name.to_owned(),
+            source: Box::new(source),
+        })?,
+    };
+    match live {
+        Some(obj) if is_owned_by(&obj, owner_uid) && obj.meta().deletion_timestamp.is_none() => {
+            api.delete(name, params).await.map_err(|source| ApplyError::Api {
+                verb: "delete",
+                kind,
+                name: name.to_owned(),
+                source: Box::new(source),
+            })?;
+            Ok(Applied::Written)
+        }
+        _ => Ok(Applied::Unchanged),
+    }
+}
+
+fn matches<K: Serialize>(desired: &K, live: &K) -> Result<bool, ApplyError> {
+    let ser = |o: &K| {
+        serde_json::to_value(o).map_err(|source| ApplyError::Serialize {
+            kind: std::any::type_name::<K>().to_owned(),
+            source,
+        })
+    };
+    Ok(is_subset(&ser(desired)?, &ser(live)?))
+}
+
+/// Stable 64-bit FNV-1a hash of the serialised object, hex encoded.
+pub fn hash_of<K: Serialize>(obj: &K) -> Result<String, serde_json::Error> {
+    let bytes = serde_json::to_vec(obj)?;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    Ok(format!("{h:016x}"))
+}
+
+/// True when every field set in `desired` has the same value in `live`. Lists must have the same
+/// length and match element by element; quantities compare by value ("1000m" == "1").
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => is_subset(dv, lv),
+            None => is_empty(dv),
+        }),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
+        }
+        (Value::Array(d), Value::Null) => d.is_empty(),
+        (Value::String(d), Value::String(l)) => d == l || quantity_eq(d, l),
+        (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
+        (d, l) => d == l,
+    }
+}
+
+/// The API server drops empty maps, lists and nulls we send; treat them as present.
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Object(m) => m.values().all(is_empty),
+        Value::Array(a) => a.is_empty(),
+        Value::Bool(b) => !b,
+        _ => false,
+    }
+}
+
+fn quantity_eq(a: &str, b: &str) -> bool {
+    match (parse_quantity(a), parse_quantity(b)) {
+        (Some(x), Some(y)) => (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()).max(1.0),
+        _ => false,
+    }
+}
+
+/// Parses a Kubernetes quantity ("500m", "1.5Gi", "2e3") into its value; `None` if it is not one.
+pub fn parse_quantity(s: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 14] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+    ];
+    let s = s.trim();
+    if s.is_empty() || !s.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+' || c == '-') {
+        return None;
+    }
+    for (suffix, mult) in SUFFIXES.iter().chain(std::iter::once(&("E", 1e18))) {
+        if let Some(num) = s.strip_suffix(suffix) {
+            return num.parse::<f64>().ok().map(|n| n * mult);
+        }
+    }
+    s.parse::<f64>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_ignores_server_defaults_and_compares_quantities_by_value() {
+        let desired =
+            json!({"spec": {"replicas": 2, "resources": {"cpu": "1000m", "memory": "1Gi"}, "tags": []}});
+        let live = json!({"spec": {"replicas": 2, "progressDeadlineSeconds": 600,
+            "resources": {"cpu": "1", "memory": "1Gi"}}, "status": {}});
+        assert!(is_subset(&desired, &live));
+    }
+
+    #[test]
+    fn subset_detects_changed_values_and_list_lengths() {
+        assert!(!is_subset(&json!({"a": 1}), &json!({"a": 2})));
+        assert!(!is_subset(&json!({"a": "x"}), &json!({})));
+        assert!(!is_subset(&json!({"l": [1, 2]}), &json!({"l": [1]})));
+        assert!(!is_subset(
+            &json!({"l": [{"name": "a", "value": "1"}]}),
+            &json!({"l": [{"name": "a", "value": "2"}]})
+        ));
+        assert!(!is_subset(&json!({"b": true}), &json!({"b": false})));
+    }
+
+    #[test]
+    fn quantities_parse() {
+        assert_eq!(parse_quantity("500m"), Some(0.5));
+        assert_eq!(parse_quantity("2Gi"), Some(2.0 * 1_073_741_824.0));
+        assert_eq!(parse_quantity("1e3"), Some(1000.0));
+        assert_eq!(parse_quantity("1E"), Some(1e18));
+        assert_eq!(parse_quantity("mattermost"), None);
+        assert!(quantity_eq("0.5", "500m"));
+        assert!(!quantity_eq("Mi", "Mi2"));
+    }
+
+    #[test]
+    fn hash_is_stable_and_sensitive() {
+        let a = hash_of(&json!({"a": 1})).unwrap();
+        assert_eq!(a, hash_of(&json!({"a": 1})).unwrap());
+        assert_ne!(a, hash_of(&json!({"a": 2})).unwrap());
+        assert_eq!(a.len(), 16);
+    }
+}

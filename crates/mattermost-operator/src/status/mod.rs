@@ -1,0 +1,2 @@
+//! Pure status computation: observed children in, `MattermostStatus` out.
+pub mod conditions;
