@@ -1,3 +1,4 @@
 //! The Mattermost operator: reconcilers for `Mattermost` (and later `ClusterInstallation`).
 pub mod apply;
 pub mod status;
+pub mod crd;
