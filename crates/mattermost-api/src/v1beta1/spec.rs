@@ -2,6 +2,9 @@
 //! names and meaning. Validation the Go operator only did at reconcile time lives here as CEL
 //! rules so that `kubectl apply` fails fast.
 
+// `printcolumn(type_ = ...)` repeats per column inside `#[kube(...)]`, which clippy mistakes for
+// a duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
