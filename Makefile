@@ -27,5 +27,14 @@ lint: ## fmt check and clippy
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-fmt:
+fmt: ## format the code
 	cargo fmt --all
+
+crds: ## regenerate deploy/crds from the Rust types
+	UPDATE_CRDS=1 cargo test -p mattermost-operator --lib crd
+
+demo: ## local control plane + operator + sample installation, until it is stable
+	bash hack/demo.sh
+
+demo-down: ## stop the operator started by make demo
+	bash hack/demo-down.sh

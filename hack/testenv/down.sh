@@ -8,7 +8,7 @@ D="${TESTENV_DIR:-$repo/.testenv}"
 [ -d "$D" ] || exit 0
 pids=()
 # reverse start order: clients first, etcd last
-for n in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for n in mattermost-operator kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   f="$D/pids/$n"
   [ -f "$f" ] || continue
   p=$(cat "$f")

@@ -65,13 +65,20 @@ impl ApplyError {
     }
 }
 
-/// What an apply did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Applied {
-    /// The live object already matched; no request was sent.
+/// What an apply or delete did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied<K> {
+    /// The live object already matched (or there was nothing to delete); no request was sent.
     Unchanged,
-    /// The object was created or changed.
-    Written,
+    /// The object was created, changed or deleted; for applies, the API server's answer.
+    Written(Option<K>),
+}
+
+impl<K> Applied<K> {
+    /// True when a request was sent.
+    pub fn written(&self) -> bool {
+        matches!(self, Applied::Written(_))
+    }
 }
 
 /// True when `obj` has a controller owner reference to the owner with `owner_uid`.
@@ -86,9 +93,27 @@ pub fn is_owned_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
 pub async fn ensure<K>(
     client: &Client,
     live: Option<K>,
-    mut desired: K,
+    desired: K,
     owner_uid: &str,
-) -> Result<Applied, ApplyError>
+) -> Result<Applied<K>, ApplyError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    ensure_with(client, live, desired, |k: &K| is_owned_by(k, owner_uid)).await
+}
+
+/// Like [`ensure`], with the ownership test given by the caller (for children that carry no
+/// owner reference on purpose, such as a retained volume claim).
+pub async fn ensure_with<K>(
+    client: &Client,
+    live: Option<K>,
+    mut desired: K,
+    is_ours: impl Fn(&K) -> bool,
+) -> Result<Applied<K>, ApplyError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -118,7 +143,7 @@ where
         })?,
     };
     if let Some(live) = &live {
-        if !is_owned_by(live, owner_uid) {
+        if !is_ours(live) {
             return Err(ApplyError::Conflict { kind, name });
         }
         if live.annotations().get(HASH_ANNOTATION) == Some(&hash) && matches(&desired, live)? {
@@ -126,7 +151,8 @@ where
         }
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &params, &Patch::Apply(&desired))
+    let written = api
+        .patch(&name, &params, &Patch::Apply(&desired))
         .await
         .map_err(|source| ApplyError::Api {
             verb: "apply",
@@ -134,7 +160,7 @@ where
             name,
             source: Box::new(source),
         })?;
-    Ok(Applied::Written)
+    Ok(Applied::Written(Some(written)))
 }
 
 /// Deletes the child `name` if it exists and is controlled by `owner_uid`; anything else is left
@@ -146,7 +172,7 @@ pub async fn delete_owned<K>(
     live: Option<K>,
     owner_uid: &str,
     params: &DeleteParams,
-) -> Result<Applied, ApplyError>
+) -> Result<Applied<K>, ApplyError>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + Debug + DeserializeOwned,
 {
@@ -169,7 +195,7 @@ where
                 name: name.to_owned(),
                 source: Box::new(source),
             })?;
-            Ok(Applied::Written)
+            Ok(Applied::Written(None))
         }
         _ => Ok(Applied::Unchanged),
     }

@@ -1,4 +1,13 @@
-//! The Mattermost operator: reconcilers for `Mattermost` (and later `ClusterInstallation`).
+//! The Mattermost operator: reconciles `Mattermost` resources into the children the Go operator
+//! would create, with server-side apply, conditions and events.
 pub mod apply;
-pub mod status;
+pub mod cli;
+pub mod controller;
 pub mod crd;
+pub mod desired;
+pub mod http;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod status;
+pub mod telemetry;

@@ -1,2 +1,359 @@
-//! Pure status computation: observed children in, `MattermostStatus` out.
+//! Pure status computation: the observed children in, `MattermostStatus` out. `state` keeps the Go
+//! operator's meaning (fleet tools read it); conditions say why.
+
 pub mod conditions;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use mattermost_api::v1beta1::{
+    Mattermost, MattermostStatus, ResourcePatchStatus, RunningState, split_image_reference,
+};
+
+use crate::desired::names::{JOB_SERVER_CONTAINER, MAIN_CONTAINER};
+use crate::observe::Check;
+use conditions::{condition, upsert};
+
+/// Summary condition: True when the installation is `stable` for the current generation.
+pub const READY: &str = "Ready";
+/// True while a change is being rolled out (update Job or new pods).
+pub const PROGRESSING: &str = "Progressing";
+/// True when the installation cannot converge without intervention.
+pub const DEGRADED: &str = "Degraded";
+/// State of the update Job gate.
+pub const UPDATE_JOB: &str = "UpdateJobSucceeded";
+/// Endpoint value when there is none.
+pub const NO_ENDPOINT: &str = "not available";
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// Where the update Job gate stands.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Gate {
+    /// No image change pending (or the gate is disabled).
+    #[default]
+    Open,
+    /// The update Job for the new image is running.
+    Running {
+        /// Job name.
+        job: String,
+    },
+    /// The update Job failed; the Deployment is left alone.
+    Failed {
+        /// Job name.
+        job: String,
+        /// Why, from the Job condition or the failed pod's termination message.
+        message: String,
+    },
+    /// The update Job succeeded and the new image was applied.
+    Passed {
+        /// Job name.
+        job: String,
+    },
+}
+
+/// A failure while applying children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable reason.
+    pub reason: &'static str,
+    /// Message for humans.
+    pub message: String,
+}
+
+/// Everything status depends on.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    /// The installation.
+    pub mm: &'a Mattermost,
+    /// Dependency checks.
+    pub checks: &'a [Check],
+    /// Failure while applying children, if any.
+    pub failure: Option<&'a Failure>,
+    /// The update Job gate.
+    pub gate: &'a Gate,
+    /// The app Deployment as last seen.
+    pub deployment: Option<&'a Deployment>,
+    /// ReplicaSets of the app Deployment.
+    pub replica_sets: &'a [ReplicaSet],
+    /// The job-server Deployment when it is wanted.
+    pub job_server: Option<Option<&'a Deployment>>,
+    /// The app Service.
+    pub service: Option<&'a Service>,
+    /// The Ingress when one is wanted.
+    pub ingress: Option<&'a Ingress>,
+    /// Result of the resource patches.
+    pub resource_patch: Option<ResourcePatchStatus>,
+}
+
+/// Rollout progress of one Deployment, as the Go operator measured it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Rollout {
+    /// The Deployment controller has seen the current generation.
+    pub observed: bool,
+    /// Pods of all revisions (`deployment.status.replicas`).
+    pub replicas: i32,
+    /// Available pods of the current revision.
+    pub updated: i32,
+    /// Image reference of the newest revision with available pods.
+    pub serving_image: Option<String>,
+}
+
+fn container_image(
+    template_spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
+    name: &str,
+) -> Option<String> {
+    template_spec?
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.image.clone())
+}
+
+/// Measures the rollout of `dep` from its ReplicaSets.
+pub fn rollout(dep: &Deployment, replica_sets: &[ReplicaSet], container: &str) -> Rollout {
+    let status = dep.status.clone().unwrap_or_default();
+    let observed = status.observed_generation.unwrap_or(0) >= dep.metadata.generation.unwrap_or(0);
+    let revision = dep.metadata.annotations.as_ref().and_then(|a| a.get(REVISION));
+    let uid = dep.metadata.uid.as_deref();
+    let owned: Vec<&ReplicaSet> = replica_sets
+        .iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(o.uid.as_str()) == uid)
+        })
+        .collect();
+    let rs_revision = |rs: &ReplicaSet| -> i64 {
+        let ann = rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION));
+        ann.and_then(|r| r.parse().ok()).unwrap_or(0)
+    };
+    let available = |rs: &ReplicaSet| rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    let current = owned.iter().find(|rs| {
+        revision.is_some()
+            && rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) == revision
+            && rs
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or(0)
+                > 0
+    });
+    let serving = owned
+        .iter()
+        .filter(|rs| available(rs) > 0)
+        .max_by_key(|rs| rs_revision(rs));
+    let template_image = || {
+        container_image(
+            dep.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+            container,
+        )
+    };
+    Rollout {
+        observed: observed && current.is_some(),
+        replicas: status.replicas.unwrap_or(0),
+        updated: current.map(|rs| available(rs)).unwrap_or(0),
+        serving_image: serving
+            .and_then(|rs| container_image(rs.spec.as_ref()?.template.as_ref()?.spec.as_ref(), container))
+            .or_else(template_image),
+    }
+}
+
+fn endpoint(obs: &Observation<'_>) -> Option<String> {
+    if obs.mm.spec.use_service_load_balancer() {
+        let lb = obs
+            .service?
+            .status
+            .as_ref()?
+            .load_balancer
+            .as_ref()?
+            .ingress
+            .as_ref()?
+            .first()?;
+        return lb
+            .hostname
+            .clone()
+            .filter(|h| !h.is_empty())
+            .or_else(|| lb.ip.clone());
+    }
+    let rules = obs.ingress?.spec.as_ref()?.rules.as_ref()?;
+    rules.first()?.host.clone()
+}
+
+/// Computes the new status from `obs`, keeping condition transition times of `old`.
+pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time) -> MattermostStatus {
+    let mm = obs.mm;
+    let generation = mm.metadata.generation;
+    let mut status = old.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.resource_patch = obs.resource_patch.clone();
+    let conds = &mut status.conditions;
+
+    let mut problems: Vec<(&'static str, String)> = Vec::new();
+    for check in obs.checks {
+        match &check.result {
+            Ok((reason, message)) => upsert(
+                conds,
+                condition(check.type_, true, reason, message.clone(), generation, now),
+            ),
+            Err(e) => {
+                upsert(
+                    conds,
+                    condition(check.type_, false, e.reason(), e.to_string(), generation, now),
+                );
+                problems.push((e.reason(), e.to_string()));
+            }
+        }
+    }
+    if let Some(f) = obs.failure {
+        problems.push((f.reason, f.message.clone()));
+    }
+    match obs.gate {
+        Gate::Open => conditions::remove(conds, UPDATE_JOB),
+        Gate::Running { job } => upsert(
+            conds,
+            condition(
+                UPDATE_JOB,
+                false,
+                "UpdateJobRunning",
+                format!("update Job {job} runs `mattermost db migrate`"),
+                generation,
+                now,
+            ),
+        ),
+        Gate::Failed { job, message } => {
+            let msg = format!("update Job {job} failed: {message}; the Deployment was not changed");
+            upsert(
+                conds,
+                condition(UPDATE_JOB, false, "UpdateJobFailed", msg.clone(), generation, now),
+            );
+            problems.push(("UpdateJobFailed", msg));
+        }
+        Gate::Passed { job } => upsert(
+            conds,
+            condition(
+                UPDATE_JOB,
+                true,
+                "UpdateJobSucceeded",
+                format!("update Job {job} succeeded"),
+                generation,
+                now,
+            ),
+        ),
+    }
+
+    let desired = mm.spec.effective_replicas();
+    let roll = obs
+        .deployment
+        .map(|d| rollout(d, obs.replica_sets, MAIN_CONTAINER))
+        .unwrap_or_default();
+    let endpoint = endpoint(obs);
+    let job_server_ok = match obs.job_server {
+        None => true,
+        Some(Some(js)) => {
+            let r = rollout(js, obs.replica_sets, JOB_SERVER_CONTAINER);
+            r.observed && r.updated == 1 && r.replicas == 1
+        }
+        Some(None) => false,
+    };
+    let (state, progress) =
+        if !problems.is_empty() || matches!(obs.gate, Gate::Running { .. }) || obs.deployment.is_none() {
+            (
+                RunningState::Reconciling,
+                "waiting for the update Job or a fix".to_owned(),
+            )
+        } else if !roll.observed {
+            (
+                RunningState::Reconciling,
+                "rollout not yet picked up by the Deployment controller".to_owned(),
+            )
+        } else if desired > 0 && roll.updated == 0 {
+            (
+                RunningState::Reconciling,
+                format!("0/{desired} pods of the current revision available"),
+            )
+        } else if roll.updated != desired || roll.replicas != desired {
+            let state = if roll.replicas > 0 {
+                RunningState::Ready
+            } else {
+                RunningState::Reconciling
+            };
+            (
+                state,
+                format!(
+                    "{}/{desired} pods of the current revision available, {} pods in total",
+                    roll.updated, roll.replicas
+                ),
+            )
+        } else if mm.spec.use_service_load_balancer() && endpoint.is_none() {
+            (
+                RunningState::Ready,
+                "waiting for the load balancer address".to_owned(),
+            )
+        } else if !job_server_ok {
+            (RunningState::Ready, "waiting for the job server".to_owned())
+        } else {
+            (
+                RunningState::Stable,
+                format!("{desired}/{desired} pods of the current revision available"),
+            )
+        };
+
+    status.state = Some(state.as_str().to_owned());
+    status.replicas = Some(roll.replicas);
+    status.updated_replicas = Some(roll.updated);
+    status.endpoint = Some(endpoint.unwrap_or_else(|| NO_ENDPOINT.to_owned()));
+    if let Some(image) = &roll.serving_image {
+        let (repo, version) = split_image_reference(image);
+        status.image = Some(repo);
+        status.version = Some(version);
+    }
+    status.error = problems.first().map(|(_, m)| m.clone());
+
+    match problems.first() {
+        Some((reason, message)) => {
+            upsert(
+                conds,
+                condition(DEGRADED, true, reason, message.clone(), generation, now),
+            );
+            upsert(
+                conds,
+                condition(READY, false, reason, message.clone(), generation, now),
+            );
+        }
+        None => {
+            upsert(
+                conds,
+                condition(DEGRADED, false, "AsExpected", "", generation, now),
+            );
+            let ready = state == RunningState::Stable;
+            let reason = if ready { "Stable" } else { "RollingOut" };
+            upsert(
+                conds,
+                condition(READY, ready, reason, progress.clone(), generation, now),
+            );
+        }
+    }
+    let progressing = problems.is_empty() && state != RunningState::Stable;
+    let reason = match (progressing, obs.gate) {
+        (true, Gate::Running { .. }) => "UpdateJobRunning",
+        (true, _) => "RollingOut",
+        (false, _) if state == RunningState::Stable => "RolloutComplete",
+        _ => "Blocked",
+    };
+    upsert(
+        conds,
+        condition(PROGRESSING, progressing, reason, progress, generation, now),
+    );
+
+    if state == RunningState::Stable {
+        status.last_stable_version = Some(mm.spec.version().to_owned());
+        status.last_stable_image = Some(mm.spec.image().to_owned());
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+//! Wiring: watches (the `Mattermost`s, every child kind through label-selected reflectors, and the
+//! metadata of referenced Secrets) and the kube-runtime `Controller`.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::PartialObjectMeta;
+use kube::runtime::controller::Config as ControllerConfig;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use mattermost_api::v1beta1::Mattermost;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::desired::labels::INSTALLATION_LABEL;
+use crate::metrics::Metrics;
+use crate::reconcile::{self, Context, Stores, UpdateJobSettings};
+
+/// Settings of the controller.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Namespace to watch; `None` watches all.
+    pub namespace: Option<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// Update Job settings.
+    pub update_job: UpdateJobSettings,
+}
+
+impl Settings {
+    /// Settings from the command line.
+    pub fn from_args(args: &crate::cli::RunArgs) -> Self {
+        Self {
+            namespace: args.namespace(),
+            concurrency: args.max_reconcile_concurrency,
+            update_job: UpdateJobSettings {
+                backoff_limit: args.update_job_backoff_limit,
+                active_deadline_seconds: args.update_job_deadline_seconds,
+            },
+        }
+    }
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = ()>,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cache of one child kind, selected by the installation label, without managed fields.
+fn reflect<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let wc = watcher::Config::default()
+        .labels(INSTALLATION_LABEL)
+        .any_semantic();
+    let stream = watcher(api, wc)
+        .default_backoff()
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    (reader, stream)
+}
+
+/// Names of the Secrets an installation references.
+fn referenced_secrets(mm: &Mattermost) -> Vec<&str> {
+    let spec = &mm.spec;
+    let db = spec
+        .database
+        .as_ref()
+        .and_then(|d| d.external.as_ref())
+        .map(|e| e.secret.as_str());
+    let fs = spec
+        .file_store
+        .as_ref()
+        .and_then(|f| f.external.as_ref())
+        .and_then(|e| e.secret.as_deref());
+    [db, fs, spec.license_secret.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Runs the `Mattermost` controller until shutdown. `on_ready` is called once every cache synced.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    on_ready: impl FnOnce() + Send + 'static,
+) {
+    let ns = settings.namespace.as_deref();
+    let (deployments, dep_stream) = reflect::<Deployment>(api(&client, ns));
+    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(api(&client, ns));
+    let (services, svc_stream) = reflect::<Service>(api(&client, ns));
+    let (ingresses, ing_stream) = reflect::<Ingress>(api(&client, ns));
+    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(&client, ns));
+    let (jobs, job_stream) = reflect::<Job>(api(&client, ns));
+    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, ns));
+    let stores = Stores {
+        deployments,
+        replica_sets,
+        services,
+        ingresses,
+        service_accounts,
+        jobs,
+        pvcs,
+    };
+
+    // ReplicaSets feed rollout status only; Deployment status changes trigger the reconcile.
+    tokio::spawn(rs_stream.for_each(|_| futures::future::ready(())));
+    let secrets = watcher(
+        api::<PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .touched_objects();
+
+    let reporter = Reporter {
+        controller: "mattermost-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        stores: stores.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+        update_job: settings.update_job,
+    });
+
+    let controller = Controller::new(
+        api::<Mattermost>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(ControllerConfig::default().concurrency(settings.concurrency));
+    let mm_store = controller.store();
+    let ready_stores = stores.clone();
+    let mm_ready = mm_store.clone();
+    tokio::spawn(async move {
+        let synced = async {
+            mm_ready.wait_until_ready().await?;
+            ready_stores.deployments.wait_until_ready().await?;
+            ready_stores.replica_sets.wait_until_ready().await?;
+            ready_stores.services.wait_until_ready().await?;
+            ready_stores.ingresses.wait_until_ready().await?;
+            ready_stores.service_accounts.wait_until_ready().await?;
+            ready_stores.jobs.wait_until_ready().await?;
+            ready_stores.pvcs.wait_until_ready().await
+        };
+        match synced.await {
+            Ok(()) => {
+                info!("caches synced");
+                on_ready();
+            }
+            Err(e) => warn!(error = %e, "caches never synced"),
+        }
+    });
+
+    controller
+        .owns_stream(dep_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(ing_stream)
+        .owns_stream(sa_stream)
+        .owns_stream(job_stream)
+        .owns_stream(pvc_stream)
+        .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            mm_store
+                .state()
+                .into_iter()
+                .filter(|mm| mm.namespace() == ns && referenced_secrets(mm).contains(&name.as_str()))
+                .map(|mm| ObjectRef::from_obj(&*mm))
+                .collect::<Vec<_>>()
+        })
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

@@ -1,0 +1,413 @@
+//! Reads what the builders depend on (referenced Secrets and claims) and checks it. Secret values
+//! are read only to check keys and the database scheme; they never leave this module.
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::{Api, Client};
+use mattermost_api::v1beta1::{DatabaseKind, FileStoreKind, MattermostSpec};
+
+use crate::desired::{DatabaseSecret, DbType, Inputs};
+
+/// Condition type of the database check.
+pub const DATABASE_CONFIGURED: &str = "DatabaseConfigured";
+/// Condition type of the file-store check.
+pub const FILE_STORE_CONFIGURED: &str = "FileStoreConfigured";
+/// Condition type of the license check.
+pub const LICENSE_CONFIGURED: &str = "LicenseConfigured";
+/// Condition type of the remaining spec checks (size, patches).
+pub const SPEC_VALID: &str = "SpecValid";
+
+/// A configuration problem the user must fix. Messages name secrets and keys, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A referenced Secret does not exist.
+    #[error("{purpose} secret {secret:?} not found")]
+    SecretNotFound {
+        /// What the secret is for.
+        purpose: &'static str,
+        /// Secret name.
+        secret: String,
+    },
+    /// A referenced Secret lacks a key or the key is empty.
+    #[error("{purpose} secret {secret:?} has no non-empty key {key:?}")]
+    SecretKeyMissing {
+        /// What the secret is for.
+        purpose: &'static str,
+        /// Secret name.
+        secret: String,
+        /// Missing key.
+        key: &'static str,
+    },
+    /// DB_CONNECTION_CHECK_URL has a scheme not allowed for the database type.
+    #[error(
+        "database secret {secret:?}: DB_CONNECTION_CHECK_URL scheme {scheme:?} is not allowed for a {db} database (allowed: {allowed})"
+    )]
+    InvalidDatabaseUrl {
+        /// Secret name.
+        secret: String,
+        /// Offending scheme.
+        scheme: String,
+        /// Database type.
+        db: &'static str,
+        /// Allowed schemes.
+        allowed: &'static str,
+    },
+    /// A configuration this operator does not run (operator-managed MySQL/MinIO).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The external volume claim is missing or unusable.
+    #[error("file store volume claim {claim:?} {problem}")]
+    VolumeClaim {
+        /// Claim name.
+        claim: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Invalid field the CRD schema should have rejected (e.g. an old CRD is installed).
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// The API server could not be read; transient.
+    #[error("reading {what}: {message}")]
+    Api {
+        /// What was read.
+        what: String,
+        /// Error text.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// Stable reason for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConfigError::SecretNotFound { .. } => "SecretNotFound",
+            ConfigError::SecretKeyMissing { .. } => "SecretKeyMissing",
+            ConfigError::InvalidDatabaseUrl { .. } => "InvalidDatabaseURL",
+            ConfigError::Unsupported(_) => "UnsupportedConfiguration",
+            ConfigError::VolumeClaim { .. } => "VolumeClaimNotUsable",
+            ConfigError::InvalidSpec(_) => "InvalidSpec",
+            ConfigError::Api { .. } => "ApiError",
+        }
+    }
+
+    /// True when retrying without a change can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ConfigError::Api { .. })
+    }
+}
+
+/// Outcome of one dependency check, reported as a condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// Condition type.
+    pub type_: &'static str,
+    /// `Ok` with a reason and message, or the problem.
+    pub result: Result<(&'static str, String), ConfigError>,
+}
+
+/// Everything read before building.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observed {
+    /// Inputs of the builders.
+    pub inputs: Inputs,
+    /// One check per dependency.
+    pub checks: Vec<Check>,
+}
+
+impl Observed {
+    /// The first problem, if any.
+    pub fn first_error(&self) -> Option<&ConfigError> {
+        self.checks.iter().find_map(|c| c.result.as_ref().err())
+    }
+}
+
+/// Reads and checks the database, file store and license of `spec` in `ns`.
+pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observed {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut observed = Observed::default();
+
+    let database = match spec.database_kind() {
+        DatabaseKind::External(name) => match get_secret(&secrets, name, "database").await {
+            Ok(secret) => check_database_secret(name, &secret).map(|db| {
+                let msg = format!("external {:?} database from secret {name:?}", db.db_type);
+                observed.inputs.database = Some(db);
+                ("ExternalDatabase", msg)
+            }),
+            Err(e) => Err(e),
+        },
+        DatabaseKind::OperatorManaged => Err(ConfigError::Unsupported(
+            "operator-managed databases are not supported (the MySQL operator they relied on is archived): \
+             set spec.database.external.secret"
+                .to_owned(),
+        )),
+    };
+    observed.checks.push(Check {
+        type_: DATABASE_CONFIGURED,
+        result: database,
+    });
+
+    let file_store = match spec.file_store_kind() {
+        FileStoreKind::External(ext) => check_external_file_store(&secrets, ext).await,
+        FileStoreKind::ExternalVolume(claim) => {
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+            check_claim(&pvcs, claim).await
+        }
+        FileStoreKind::Local => Ok((
+            "LocalVolume",
+            "local volume claim managed by the operator".to_owned(),
+        )),
+        FileStoreKind::OperatorManaged => Err(ConfigError::Unsupported(
+            "operator-managed MinIO is not supported (the MinIO operator it relied on is archived): set \
+             spec.fileStore.external, externalVolume or local"
+                .to_owned(),
+        )),
+    };
+    observed.checks.push(Check {
+        type_: FILE_STORE_CONFIGURED,
+        result: file_store,
+    });
+
+    if let Some(name) = spec.license_secret.as_deref().filter(|s| !s.is_empty()) {
+        let license = match get_secret(&secrets, name, "license").await {
+            Ok(secret) => require_keys(&secret, name, "license", &["license"])
+                .map(|()| ("LicenseFound", format!("license from secret {name:?}"))),
+            Err(e) => Err(e),
+        };
+        observed.checks.push(Check {
+            type_: LICENSE_CONFIGURED,
+            result: license,
+        });
+    }
+
+    observed.checks.push(Check {
+        type_: SPEC_VALID,
+        result: check_spec(spec),
+    });
+    observed
+}
+
+async fn get_secret(api: &Api<Secret>, name: &str, purpose: &'static str) -> Result<Secret, ConfigError> {
+    match api.get_opt(name).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(ConfigError::SecretNotFound {
+            purpose,
+            secret: name.to_owned(),
+        }),
+        Err(e) => Err(ConfigError::Api {
+            what: format!("secret {name:?}"),
+            message: e.to_string(),
+        }),
+    }
+}
+
+fn value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.0.as_slice());
+    let from_string = secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| v.as_bytes());
+    from_data.or(from_string).filter(|v| !v.is_empty())
+}
+
+fn require_keys(
+    secret: &Secret,
+    name: &str,
+    purpose: &'static str,
+    keys: &[&'static str],
+) -> Result<(), ConfigError> {
+    match keys.iter().find(|k| value(secret, k).is_none()) {
+        Some(key) => Err(ConfigError::SecretKeyMissing {
+            purpose,
+            secret: name.to_owned(),
+            key,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn scheme(url: &[u8]) -> String {
+    let s = String::from_utf8_lossy(url);
+    s.split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Checks the external database secret (pure; exposed for tests).
+pub fn check_database_secret(name: &str, secret: &Secret) -> Result<DatabaseSecret, ConfigError> {
+    require_keys(secret, name, "database", &["DB_CONNECTION_STRING"])?;
+    let conn_scheme = value(secret, "DB_CONNECTION_STRING")
+        .map(scheme)
+        .unwrap_or_default();
+    let db_type = match conn_scheme.as_str() {
+        s if s.starts_with("mysql") => DbType::MySql,
+        s if s.starts_with("postgres") => DbType::Postgres,
+        _ => DbType::Unknown,
+    };
+    if let Some(url) = value(secret, "DB_CONNECTION_CHECK_URL") {
+        let (db, allowed): (&'static str, &'static [&str]) = match db_type {
+            DbType::MySql => ("mysql", &["http", "https"]),
+            DbType::Postgres => ("postgres", &["http", "https", "postgres", "postgresql"]),
+            DbType::Unknown => ("unknown", &["http", "https", "postgres", "postgresql", "mysql"]),
+        };
+        let s = scheme(url);
+        if !allowed.contains(&s.as_str()) {
+            return Err(ConfigError::InvalidDatabaseUrl {
+                secret: name.to_owned(),
+                scheme: s,
+                db,
+                allowed: match db_type {
+                    DbType::MySql => "http, https",
+                    DbType::Postgres => "http, https, postgres",
+                    DbType::Unknown => "http, https, postgres, mysql",
+                },
+            });
+        }
+    }
+    Ok(DatabaseSecret {
+        name: name.to_owned(),
+        db_type,
+        has_datasource: value(secret, "MM_SQLSETTINGS_DATASOURCE").is_some(),
+        has_datasource_replicas: value(secret, "MM_SQLSETTINGS_DATASOURCEREPLICAS").is_some(),
+        has_check_url: value(secret, "DB_CONNECTION_CHECK_URL").is_some(),
+    })
+}
+
+async fn check_external_file_store(
+    secrets: &Api<Secret>,
+    ext: &mattermost_api::v1beta1::ExternalFileStore,
+) -> Result<(&'static str, String), ConfigError> {
+    if ext.bucket.is_empty() {
+        return Err(ConfigError::InvalidSpec(
+            "fileStore.external.bucket must not be empty".to_owned(),
+        ));
+    }
+    if ext.use_service_account.unwrap_or(false) {
+        return Ok((
+            "ExternalS3",
+            format!("S3 bucket {:?} through the ServiceAccount's IAM role", ext.bucket),
+        ));
+    }
+    let name = ext.secret.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        return Err(ConfigError::InvalidSpec(
+            "fileStore.external.secret must be set".to_owned(),
+        ));
+    }
+    let secret = get_secret(secrets, name, "file store").await?;
+    require_keys(&secret, name, "file store", &["accesskey", "secretkey"])?;
+    Ok((
+        "ExternalS3",
+        format!("S3 bucket {:?} with keys from secret {name:?}", ext.bucket),
+    ))
+}
+
+async fn check_claim(
+    api: &Api<PersistentVolumeClaim>,
+    claim: &str,
+) -> Result<(&'static str, String), ConfigError> {
+    let pvc = api.get_opt(claim).await.map_err(|e| ConfigError::Api {
+        what: format!("claim {claim:?}"),
+        message: e.to_string(),
+    })?;
+    let phase = pvc.and_then(|p| p.status).and_then(|s| s.phase);
+    match phase.as_deref() {
+        Some("Bound") | Some("Pending") => Ok(("ExternalVolume", format!("volume claim {claim:?}"))),
+        Some(other) => Err(ConfigError::VolumeClaim {
+            claim: claim.to_owned(),
+            problem: format!("is {other}"),
+        }),
+        None => Err(ConfigError::VolumeClaim {
+            claim: claim.to_owned(),
+            problem: "not found".to_owned(),
+        }),
+    }
+}
+
+/// Spec checks the CRD schema also does, repeated in case an older CRD is installed.
+fn check_spec(spec: &MattermostSpec) -> Result<(&'static str, String), ConfigError> {
+    spec.size_preset()
+        .map_err(|name| ConfigError::InvalidSpec(format!("unknown size {name:?}")))?;
+    if spec.ingress_enabled() && spec.ingress_host().is_none() {
+        return Err(ConfigError::InvalidSpec(
+            "ingress.host required, but not set".to_owned(),
+        ));
+    }
+    let patches = spec.resource_patch.as_ref();
+    for (target, patch) in [
+        (
+            crate::desired::patch::PatchTarget::Service,
+            patches.and_then(|p| p.service.as_ref()),
+        ),
+        (
+            crate::desired::patch::PatchTarget::Deployment,
+            patches.and_then(|p| p.deployment.as_ref()),
+        ),
+    ] {
+        let text = patch
+            .filter(|p| !p.disable.unwrap_or(false))
+            .and_then(|p| p.patch.as_deref());
+        if let Some(path) = text.and_then(|t| crate::desired::patch::forbidden_patch_path(target, t)) {
+            return Err(ConfigError::InvalidSpec(format!(
+                "resourcePatch may not change {path}"
+            )));
+        }
+    }
+    Ok(("Valid", "spec is valid".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    fn secret(pairs: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn database_secret_checks() {
+        let ok =
+            check_database_secret("db", &secret(&[("DB_CONNECTION_STRING", "postgres://u:p@h/db")])).unwrap();
+        assert_eq!(ok.db_type, DbType::Postgres);
+        assert!(!ok.has_check_url);
+        let missing = check_database_secret("db", &secret(&[])).unwrap_err();
+        assert_eq!(missing.reason(), "SecretKeyMissing");
+        let bad = check_database_secret(
+            "db",
+            &secret(&[
+                ("DB_CONNECTION_STRING", "mysql://secretpw@h"),
+                ("DB_CONNECTION_CHECK_URL", "ftp://x"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(bad.reason(), "InvalidDatabaseURL");
+        assert!(
+            !bad.to_string().contains("secretpw"),
+            "no secret value in messages"
+        );
+    }
+
+    #[test]
+    fn string_data_counts_and_empty_values_do_not() {
+        let s = Secret {
+            string_data: Some(BTreeMap::from([("license".to_owned(), "x".to_owned())])),
+            data: Some(BTreeMap::from([("other".to_owned(), ByteString(vec![]))])),
+            ..Default::default()
+        };
+        assert!(require_keys(&s, "l", "license", &["license"]).is_ok());
+        assert!(require_keys(&s, "l", "license", &["other"]).is_err());
+    }
+}

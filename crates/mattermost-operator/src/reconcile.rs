@@ -1,0 +1,570 @@
+//! The `Mattermost` reconcile: observe → pure build → apply → pure status → one status write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
+use mattermost_api::v1beta1::{Mattermost, MattermostStatus, RunningState};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::apply::{self, Applied, ApplyError, FIELD_MANAGER};
+use crate::desired::labels::{APP_UPDATE_JOB, INSTALLATION_LABEL};
+use crate::desired::names::{MAIN_CONTAINER, Names};
+use crate::desired::{self, Inputs, patch::apply_json_patch};
+use crate::metrics::{Metrics, ReconcileOutcome};
+use crate::observe::{self, ConfigError};
+use crate::status::conditions::find;
+use crate::status::{self, DEGRADED, Failure, Gate, Observation, READY, UPDATE_JOB};
+
+/// Controller name in metrics and logs.
+pub const CONTROLLER: &str = "mattermost";
+const REQUEUE_PROGRESS: Duration = Duration::from_secs(10);
+const REQUEUE_BLOCKED: Duration = Duration::from_secs(300);
+
+/// Caches of the children, filled by label-selected watches (see `controller`).
+#[derive(Clone)]
+pub struct Stores {
+    /// Deployments of installations.
+    pub deployments: Store<Deployment>,
+    /// ReplicaSets of installations (for rollout progress).
+    pub replica_sets: Store<ReplicaSet>,
+    /// Services of installations.
+    pub services: Store<Service>,
+    /// Ingresses of installations.
+    pub ingresses: Store<Ingress>,
+    /// ServiceAccounts of installations.
+    pub service_accounts: Store<ServiceAccount>,
+    /// Update Jobs of installations.
+    pub jobs: Store<Job>,
+    /// Volume claims of installations.
+    pub pvcs: Store<PersistentVolumeClaim>,
+}
+
+/// Settings of the update Job.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateJobSettings {
+    /// Pod retries before the Job fails.
+    pub backoff_limit: i32,
+    /// Seconds before a running Job is failed.
+    pub active_deadline_seconds: i64,
+}
+
+impl Default for UpdateJobSettings {
+    fn default() -> Self {
+        Self {
+            backoff_limit: 2,
+            active_deadline_seconds: 600,
+        }
+    }
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Child caches.
+    pub stores: Stores,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Update Job settings.
+    pub update_job: UpdateJobSettings,
+}
+
+/// Errors that end a reconcile early and are retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object has no namespace or uid (never happens for a stored object).
+    #[error("object without {0}")]
+    MissingMetadata(&'static str),
+    /// Reading a dependency failed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Writing the status failed.
+    #[error("writing status: {0}")]
+    Status(#[source] Box<kube::Error>),
+}
+
+impl Error {
+    /// Stable reason for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "InternalError",
+            Error::Config(e) => e.reason(),
+            Error::Status(_) => "StatusWriteFailed",
+        }
+    }
+}
+
+fn cached<K>(store: &Store<K>, name: &str, ns: &str) -> Option<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(ns)).map(|k| (*k).clone())
+}
+
+/// Entry point for the controller.
+pub async fn reconcile(mm: Arc<Mattermost>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let result = reconcile_inner(&mm, &ctx).await;
+    timer.finish(match &result {
+        Ok(_) => ReconcileOutcome::Success,
+        Err(e) => ReconcileOutcome::Error(e.reason()),
+    });
+    result
+}
+
+/// Transient failures: retry soon, with jitter so a fleet does not retry in lockstep.
+pub fn error_policy(mm: Arc<Mattermost>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(name = %mm.name_any(), namespace = mm.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
+    let jitter = u64::from(
+        mm.uid()
+            .unwrap_or_default()
+            .bytes()
+            .fold(0u8, |a, b| a.wrapping_add(b)),
+    ) % 10;
+    Action::requeue(Duration::from_secs(10 + jitter))
+}
+
+#[instrument(skip_all, fields(name = %mm.name_any(), namespace = mm.namespace().unwrap_or_default()))]
+async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error> {
+    if mm.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = mm.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let uid = mm.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let names = Names::of(mm);
+    let observed = observe::observe(&ctx.client, &ns, &mm.spec).await;
+    if let Some(e) = observed.first_error().filter(|e| e.is_transient()) {
+        return Err(Error::Config(e.clone()));
+    }
+
+    let mut outcome = ChildrenOutcome::default();
+    let mut failure = None;
+    if observed.first_error().is_none()
+        && let Err(e) = apply_children(mm, ctx, &names, &uid, &observed.inputs, &mut outcome).await
+    {
+        warn!(reason = e.reason(), error = %e, "applying children failed");
+        failure = Some(Failure {
+            reason: e.reason(),
+            message: e.to_string(),
+        });
+    }
+
+    let deployment = outcome
+        .deployment
+        .clone()
+        .or_else(|| cached(&ctx.stores.deployments, &names.app, &ns));
+    let job_server = mm.spec.dedicated_job_server().then(|| {
+        outcome
+            .job_server
+            .clone()
+            .or_else(|| cached(&ctx.stores.deployments, &names.job_server, &ns))
+    });
+    let replica_sets: Vec<ReplicaSet> = ctx
+        .stores
+        .replica_sets
+        .state()
+        .iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(&ns))
+        .filter(|rs| rs.labels().get(INSTALLATION_LABEL) == Some(&names.app))
+        .map(|rs| (**rs).clone())
+        .collect();
+    let service = cached(&ctx.stores.services, &names.app, &ns);
+    let ingress = cached(&ctx.stores.ingresses, &names.app, &ns);
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new_status = status::compute(
+        &Observation {
+            mm,
+            checks: &observed.checks,
+            failure: failure.as_ref(),
+            gate: &outcome.gate,
+            deployment: deployment.as_ref(),
+            replica_sets: &replica_sets,
+            job_server: job_server.as_ref().map(Option::as_ref),
+            service: service.as_ref(),
+            ingress: ingress
+                .as_ref()
+                .filter(|_| mm.spec.ingress_enabled() || mm.spec.alb_enabled()),
+            resource_patch: outcome.resource_patch.clone(),
+        },
+        mm.status.as_ref(),
+        &now,
+    );
+    publish_events(ctx, mm, mm.status.as_ref(), &new_status, &outcome).await;
+    if mm.status.as_ref() != Some(&new_status) {
+        write_status(&ctx.client, mm, &ns, &new_status).await?;
+    }
+
+    let state = new_status.state.as_deref().and_then(RunningState::parse);
+    Ok(match state {
+        Some(RunningState::Stable) => Action::await_change(),
+        _ if observed.first_error().is_some() || matches!(outcome.gate, Gate::Failed { .. }) => {
+            Action::requeue(REQUEUE_BLOCKED)
+        }
+        _ => Action::requeue(REQUEUE_PROGRESS),
+    })
+}
+
+/// What applying the children produced, for status and events.
+#[derive(Debug, Default)]
+struct ChildrenOutcome {
+    gate: Gate,
+    deployment: Option<Deployment>,
+    job_server: Option<Deployment>,
+    resource_patch: Option<mattermost_api::v1beta1::ResourcePatchStatus>,
+    job_created: Option<String>,
+    rollout_started: bool,
+}
+
+async fn apply_children(
+    mm: &Mattermost,
+    ctx: &Context,
+    names: &Names,
+    uid: &str,
+    inputs: &Inputs,
+    out: &mut ChildrenOutcome,
+) -> Result<(), ApplyError> {
+    let client = &ctx.client;
+    let ns = names.namespace.as_str();
+    let s = &ctx.stores;
+    let patches = mm.spec.resource_patch.as_ref();
+
+    if let Some(sa) = desired::service_account::service_account(mm, names) {
+        apply::ensure(client, cached(&s.service_accounts, &names.app, ns), sa, uid).await?;
+    }
+    let (svc, svc_patch) = apply_json_patch(
+        &desired::service::app_service(mm, names),
+        patches.and_then(|p| p.service.as_ref()),
+    );
+    apply::ensure(client, cached(&s.services, &names.app, ns), svc, uid).await?;
+    let peers = desired::service::peer_service(mm, names);
+    apply::ensure(client, cached(&s.services, &names.peers, ns), peers, uid).await?;
+    match desired::ingress::ingress(mm, names) {
+        Some(ing) => {
+            apply::ensure(client, cached(&s.ingresses, &names.app, ns), ing, uid).await?;
+        }
+        None => {
+            let live = cached(&s.ingresses, &names.app, ns);
+            if live.is_some() {
+                apply::delete_owned(client, ns, &names.app, live, uid, &DeleteParams::default()).await?;
+            }
+        }
+    }
+    if let Some(pvc) = desired::pvc::local_file_store(mm, names) {
+        ensure_pvc(ctx, names, uid, pvc).await?;
+    }
+
+    let (dep, dep_patch) = apply_json_patch(
+        &desired::deployment::deployment(mm, names, inputs),
+        patches.and_then(|p| p.deployment.as_ref()),
+    );
+    if svc_patch.is_some() || dep_patch.is_some() {
+        out.resource_patch = Some(mattermost_api::v1beta1::ResourcePatchStatus {
+            service_patch: svc_patch,
+            deployment_patch: dep_patch,
+        });
+    }
+    let live = cached(&s.deployments, &names.app, ns);
+    let new_image = main_image(&dep);
+    let live_image = live.as_ref().and_then(main_image);
+    let image_change = live.is_some() && live_image != new_image;
+    out.gate = match (
+        image_change && !mm.spec.update_job_disabled(),
+        new_image.as_deref(),
+    ) {
+        (true, Some(image)) => update_job_gate(ctx, mm, names, uid, inputs, image, out).await?,
+        _ => Gate::Open,
+    };
+    if matches!(out.gate, Gate::Open | Gate::Passed { .. }) {
+        if let Applied::Written(obj) = apply::ensure(client, live, dep, uid).await? {
+            out.rollout_started = image_change;
+            out.deployment = obj;
+        }
+        if mm.spec.dedicated_job_server() {
+            let js = desired::deployment::job_server_deployment(mm, names, inputs);
+            let live = cached(&s.deployments, &names.job_server, ns);
+            if let Applied::Written(obj) = apply::ensure(client, live, js, uid).await? {
+                out.job_server = obj;
+            }
+        } else if let Some(live) = cached(&s.deployments, &names.job_server, ns) {
+            apply::delete_owned(
+                client,
+                ns,
+                &names.job_server,
+                Some(live),
+                uid,
+                &DeleteParams::default(),
+            )
+            .await?;
+        }
+    }
+    cleanup_update_jobs(ctx, names, uid, &out.gate).await
+}
+
+fn main_image(dep: &Deployment) -> Option<String> {
+    let spec = dep.spec.as_ref()?.template.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .find(|c| c.name == MAIN_CONTAINER)
+        .and_then(|c| c.image.clone())
+}
+
+fn job_condition(job: &Job, type_: &str) -> Option<String> {
+    let conds = job.status.as_ref()?.conditions.as_ref()?;
+    conds
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .map(|c| {
+            c.message
+                .clone()
+                .filter(|m| !m.is_empty())
+                .or(c.reason.clone())
+                .unwrap_or_default()
+        })
+}
+
+/// Runs the update Job for `image` and reports where it stands. The Deployment is only changed
+/// once it succeeded. A failed Job is kept (no relaunch loop) until the spec changes.
+async fn update_job_gate(
+    ctx: &Context,
+    mm: &Mattermost,
+    names: &Names,
+    uid: &str,
+    inputs: &Inputs,
+    image: &str,
+    out: &mut ChildrenOutcome,
+) -> Result<Gate, ApplyError> {
+    let ns = names.namespace.as_str();
+    let job_name = names.update_job(image);
+    let Some(job) = cached(&ctx.stores.jobs, &job_name, ns) else {
+        let settings = ctx.update_job;
+        let job = desired::update_job::update_job(
+            mm,
+            names,
+            inputs,
+            image,
+            settings.backoff_limit,
+            settings.active_deadline_seconds,
+        );
+        apply::ensure(&ctx.client, None, job, uid).await?;
+        info!(job = %job_name, image, "update Job started");
+        out.job_created = Some(job_name.clone());
+        return Ok(Gate::Running { job: job_name });
+    };
+    if !apply::is_owned_by(&job, uid) {
+        return Err(ApplyError::Conflict {
+            kind: "Job".to_owned(),
+            name: job_name,
+        });
+    }
+    if job_condition(&job, "Complete").is_some() || job_condition(&job, "SuccessCriteriaMet").is_some() {
+        return Ok(Gate::Passed { job: job_name });
+    }
+    let failed = job_condition(&job, "Failed").or_else(|| job_condition(&job, "FailureTarget"));
+    match failed {
+        Some(reason) => {
+            let message = failed_pod_message(&ctx.client, ns, &job_name)
+                .await
+                .unwrap_or(reason);
+            Ok(Gate::Failed {
+                job: job_name,
+                message,
+            })
+        }
+        None => Ok(Gate::Running { job: job_name }),
+    }
+}
+
+/// Termination message of the Job's failed pod (the Go operator never looked).
+async fn failed_pod_message(client: &Client, ns: &str, job: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .ok()?;
+    list.items.iter().find_map(|p| {
+        let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+        let terminated = statuses
+            .iter()
+            .find(|c| c.name == MAIN_CONTAINER)?
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?;
+        (terminated.exit_code != 0).then(|| {
+            let msg = terminated.message.clone().unwrap_or_default();
+            format!("exit code {}: {}", terminated.exit_code, msg.trim())
+        })
+    })
+}
+
+/// Deletes this installation's update Jobs that are no longer needed: every one when the gate is
+/// open, every one but the current otherwise.
+async fn cleanup_update_jobs(ctx: &Context, names: &Names, uid: &str, gate: &Gate) -> Result<(), ApplyError> {
+    let keep = match gate {
+        Gate::Open => None,
+        Gate::Running { job } | Gate::Failed { job, .. } | Gate::Passed { job } => Some(job.as_str()),
+    };
+    let ns = names.namespace.as_str();
+    let stale: Vec<Arc<Job>> = ctx
+        .stores
+        .jobs
+        .state()
+        .into_iter()
+        .filter(|j| j.namespace().as_deref() == Some(ns))
+        .filter(|j| j.labels().get("app").map(String::as_str) == Some(APP_UPDATE_JOB))
+        .filter(|j| j.labels().get(INSTALLATION_LABEL) == Some(&names.app))
+        .filter(|j| Some(j.name_any().as_str()) != keep)
+        .collect();
+    let params = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..Default::default()
+    };
+    for job in stale {
+        apply::delete_owned(
+            &ctx.client,
+            ns,
+            &job.name_any(),
+            Some((*job).clone()),
+            uid,
+            &params,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The local-filestore claim: created once; afterwards only its size follows the spec (access
+/// modes are immutable). A retained claim carries no owner reference, so ours is recognised by
+/// its labels; a claim the Go operator created with an owner reference loses it.
+async fn ensure_pvc(
+    ctx: &Context,
+    names: &Names,
+    uid: &str,
+    mut pvc: PersistentVolumeClaim,
+) -> Result<(), ApplyError> {
+    let ns = names.namespace.as_str();
+    let live = cached(&ctx.stores.pvcs, &names.app, ns);
+    let retain = pvc.metadata.owner_references.is_none();
+    let is_ours = |p: &PersistentVolumeClaim| {
+        apply::is_owned_by(p, uid)
+            || (p.labels().get(INSTALLATION_LABEL) == Some(&names.app)
+                && !p.owner_references().iter().any(|o| o.controller == Some(true)))
+    };
+    if let Some(live) = &live {
+        if let (Some(spec), Some(live_spec)) = (pvc.spec.as_mut(), live.spec.as_ref()) {
+            spec.access_modes = live_spec.access_modes.clone();
+        }
+        if retain && apply::is_owned_by(live, uid) {
+            let refs: Vec<_> = live
+                .owner_references()
+                .iter()
+                .filter(|o| o.uid != uid)
+                .cloned()
+                .collect();
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
+            let patch = json!({"metadata": {"ownerReferences": refs}});
+            api.patch(&names.app, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| ApplyError::Api {
+                    verb: "patch",
+                    kind: "PersistentVolumeClaim".to_owned(),
+                    name: names.app.clone(),
+                    source: Box::new(source),
+                })?;
+            info!("local file-store claim is now retained when the installation is deleted");
+            return Ok(());
+        }
+    }
+    apply::ensure_with(&ctx.client, live, pvc, is_ours)
+        .await
+        .map(|_| ())
+}
+
+async fn write_status(
+    client: &Client,
+    mm: &Mattermost,
+    ns: &str,
+    status: &MattermostStatus,
+) -> Result<(), Error> {
+    let api: Api<Mattermost> = Api::namespaced(client.clone(), ns);
+    let body = json!({
+        "apiVersion": Mattermost::api_version(&()),
+        "kind": Mattermost::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&mm.name_any(), &params, &Patch::Apply(&body))
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::Status(Box::new(e)))
+}
+
+/// Events on meaningful transitions only, never one per write.
+async fn publish_events(
+    ctx: &Context,
+    mm: &Mattermost,
+    old: Option<&MattermostStatus>,
+    new: &MattermostStatus,
+    outcome: &ChildrenOutcome,
+) {
+    let mut events = Vec::new();
+    let old_conds = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let changed = |type_: &str| {
+        let before = find(old_conds, type_).map(|c| (c.status.clone(), c.reason.clone()));
+        let after = find(&new.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()));
+        (before != after).then(|| find(&new.conditions, type_)).flatten()
+    };
+    if let Some(c) = changed(DEGRADED).filter(|c| c.status == "True") {
+        events.push((
+            EventType::Warning,
+            c.reason.clone(),
+            c.message.clone(),
+            "Reconcile",
+        ));
+    }
+    if let Some(job) = &outcome.job_created {
+        events.push((
+            EventType::Normal,
+            "UpdateJobStarted".to_owned(),
+            format!("started update Job {job}"),
+            "Upgrade",
+        ));
+    }
+    if let Some(c) = changed(UPDATE_JOB).filter(|c| c.status == "True") {
+        events.push((EventType::Normal, c.reason.clone(), c.message.clone(), "Upgrade"));
+    }
+    if outcome.rollout_started {
+        let msg = format!("rolling out {}", mm.spec.image_reference());
+        events.push((EventType::Normal, "RolloutStarted".to_owned(), msg, "Upgrade"));
+    }
+    if let Some(c) = changed(READY).filter(|c| c.status == "True") {
+        let msg = format!("installation is stable at {}", mm.spec.image_reference());
+        events.push((EventType::Normal, c.reason.clone(), msg, "Reconcile"));
+    }
+    let reference = mm.object_ref(&());
+    for (type_, reason, note, action) in events {
+        let event = Event {
+            type_,
+            reason,
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(error = %e, "publishing event failed");
+        }
+    }
+}

@@ -1,0 +1,235 @@
+use super::*;
+use crate::observe::{Check, ConfigError};
+use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus, ReplicaSetSpec, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use mattermost_api::v1beta1::MattermostSpec;
+use std::collections::BTreeMap;
+
+fn t(s: &str) -> Time {
+    Time(s.parse().unwrap())
+}
+
+fn mm(replicas: i32) -> Mattermost {
+    let mut mm = Mattermost::new(
+        "chat",
+        MattermostSpec {
+            replicas: Some(replicas),
+            ..Default::default()
+        },
+    );
+    mm.metadata.generation = Some(3);
+    mm
+}
+
+fn template(image: &str) -> PodTemplateSpec {
+    PodTemplateSpec {
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "mattermost".into(),
+                image: Some(image.into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn deployment(revision: &str, image: &str, replicas: i32) -> Deployment {
+    Deployment {
+        metadata: ObjectMeta {
+            uid: Some("dep".into()),
+            generation: Some(2),
+            annotations: Some(BTreeMap::from([(REVISION.into(), revision.into())])),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            template: template(image),
+            ..Default::default()
+        }),
+        status: Some(DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(replicas),
+            ..Default::default()
+        }),
+    }
+}
+
+fn rs(revision: &str, image: &str, available: i32) -> ReplicaSet {
+    ReplicaSet {
+        metadata: ObjectMeta {
+            annotations: Some(BTreeMap::from([(REVISION.into(), revision.into())])),
+            owner_references: Some(vec![OwnerReference {
+                uid: "dep".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            template: Some(template(image)),
+            ..Default::default()
+        }),
+        status: Some(ReplicaSetStatus {
+            available_replicas: Some(available),
+            observed_generation: Some(1),
+            ..Default::default()
+        }),
+    }
+}
+
+fn ok_checks() -> Vec<Check> {
+    vec![Check {
+        type_: "DatabaseConfigured",
+        result: Ok(("ExternalDatabase", "db".into())),
+    }]
+}
+
+fn compute_for(
+    mm: &Mattermost,
+    dep: &Deployment,
+    sets: &[ReplicaSet],
+    old: Option<&MattermostStatus>,
+    now: &str,
+) -> MattermostStatus {
+    let checks = ok_checks();
+    let obs = Observation {
+        mm,
+        checks: &checks,
+        failure: None,
+        gate: &Gate::Open,
+        deployment: Some(dep),
+        replica_sets: sets,
+        job_server: None,
+        service: None,
+        ingress: None,
+        resource_patch: None,
+    };
+    compute(&obs, old, &t(now))
+}
+
+#[test]
+fn states_follow_the_go_operator_during_a_rollout() {
+    let m = mm(2);
+    let dep = deployment("2", "mm:2", 3);
+    let st = compute_for(
+        &m,
+        &dep,
+        &[rs("1", "mm:1", 2), rs("2", "mm:2", 0)],
+        None,
+        "2026-01-01T00:00:00Z",
+    );
+    assert_eq!(st.state.as_deref(), Some("reconciling"));
+    assert_eq!(
+        st.version.as_deref(),
+        Some("1"),
+        "observed from the serving pods, not the spec"
+    );
+    let st = compute_for(
+        &m,
+        &dep,
+        &[rs("1", "mm:1", 2), rs("2", "mm:2", 1)],
+        Some(&st),
+        "2026-01-01T00:01:00Z",
+    );
+    assert_eq!(st.state.as_deref(), Some("ready"));
+    assert_eq!(st.version.as_deref(), Some("2"));
+    let dep = deployment("2", "mm:2", 2);
+    let st2 = compute_for(
+        &m,
+        &dep,
+        &[rs("1", "mm:1", 0), rs("2", "mm:2", 2)],
+        Some(&st),
+        "2026-01-01T00:02:00Z",
+    );
+    assert_eq!(st2.state.as_deref(), Some("stable"));
+    assert_eq!(st2.observed_generation, Some(3));
+    assert_eq!((st2.replicas, st2.updated_replicas), (Some(2), Some(2)));
+    let ready = conditions::find(&st2.conditions, READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.last_transition_time.clone()),
+        ("True", t("2026-01-01T00:02:00Z"))
+    );
+    let again = compute_for(
+        &m,
+        &dep,
+        &[rs("1", "mm:1", 0), rs("2", "mm:2", 2)],
+        Some(&st2),
+        "2026-01-01T00:09:00Z",
+    );
+    assert_eq!(again, st2, "nothing changed: identical status, so no write");
+}
+
+#[test]
+fn hibernation_is_stable() {
+    let m = mm(0);
+    let st = compute_for(
+        &m,
+        &deployment("4", "mm:2", 0),
+        &[rs("4", "mm:2", 0)],
+        None,
+        "2026-01-01T00:00:00Z",
+    );
+    assert_eq!(st.state.as_deref(), Some("stable"));
+}
+
+#[test]
+fn problems_keep_reconciling_with_reason() {
+    let m = mm(1);
+    let checks = vec![Check {
+        type_: "DatabaseConfigured",
+        result: Err(ConfigError::SecretNotFound {
+            purpose: "database",
+            secret: "db".into(),
+        }),
+    }];
+    let obs = Observation {
+        mm: &m,
+        checks: &checks,
+        failure: None,
+        gate: &Gate::Open,
+        deployment: None,
+        replica_sets: &[],
+        job_server: None,
+        service: None,
+        ingress: None,
+        resource_patch: None,
+    };
+    let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
+    assert_eq!(st.state.as_deref(), Some("reconciling"));
+    let degraded = conditions::find(&st.conditions, DEGRADED).unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "SecretNotFound")
+    );
+    assert_eq!(st.error.as_deref(), Some("database secret \"db\" not found"));
+}
+
+#[test]
+fn failed_update_job_is_reported() {
+    let m = mm(1);
+    let checks = ok_checks();
+    let gate = Gate::Failed {
+        job: "chat-update-1".into(),
+        message: "exit code 1: boom".into(),
+    };
+    let dep = deployment("1", "mm:1", 1);
+    let sets = [rs("1", "mm:1", 1)];
+    let obs = Observation {
+        mm: &m,
+        checks: &checks,
+        failure: None,
+        gate: &gate,
+        deployment: Some(&dep),
+        replica_sets: &sets,
+        job_server: None,
+        service: None,
+        ingress: None,
+        resource_patch: None,
+    };
+    let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
+    assert_eq!(st.state.as_deref(), Some("reconciling"));
+    let c = conditions::find(&st.conditions, UPDATE_JOB).unwrap();
+    assert_eq!(c.reason, "UpdateJobFailed");
+    assert!(c.message.contains("boom"));
+}
