@@ -96,9 +96,10 @@ async fn external_db_and_s3_reach_stable_with_go_compatible_children_and_idle_re
     );
 
     let svc: Service = env.api().get(NAME).await.unwrap();
-    assert_eq!(
+    assert_ne!(
         svc.spec.as_ref().unwrap().publish_not_ready_addresses,
-        Some(false)
+        Some(true),
+        "ready pods only"
     );
     let peers: Service = env.api().get(&format!("{NAME}-peers")).await.unwrap();
     assert_eq!(peers.spec.as_ref().unwrap().cluster_ip.as_deref(), Some("None"));
