@@ -15,9 +15,13 @@ BIN=target/debug/mattermost-operator
 kubectl wait --for=condition=Established crd/mattermosts.installation.mattermost.com --timeout=60s >/dev/null
 
 bash hack/demo-down.sh >/dev/null 2>&1 || true
-nohup "$BIN" run --http-addr 127.0.0.1:18080 >"$STATE/operator.log" 2>&1 &
+# A free port outside the control plane's range (12000-31999).
+HTTP_PORT=${DEMO_HTTP_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+nohup "$BIN" run --http-addr "127.0.0.1:$HTTP_PORT" >"$STATE/operator.log" 2>&1 &
 echo $! >"$STATE/pids/mattermost-operator"
-echo "[demo] operator running (pid $(cat "$STATE/pids/mattermost-operator"), log $STATE/operator.log, metrics http://127.0.0.1:18080/metrics)"
+sleep 1
+kill -0 "$(cat "$STATE/pids/mattermost-operator")" || { cat "$STATE/operator.log"; exit 1; }
+echo "[demo] operator running (pid $(cat "$STATE/pids/mattermost-operator"), log $STATE/operator.log, metrics http://127.0.0.1:$HTTP_PORT/metrics)"
 
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl apply -n "$NS" -f examples/secrets.yaml >/dev/null

@@ -2,8 +2,9 @@
 //! metadata of referenced Secrets) and the kube-runtime `Controller`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
@@ -16,7 +17,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use mattermost_api::v1beta1::Mattermost;
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::desired::labels::INSTALLATION_LABEL;
 use crate::metrics::Metrics;
@@ -78,6 +79,15 @@ where
         .reflect(writer)
         .applied_objects();
     (reader, stream)
+}
+
+/// Waits until `store` has its initial list. Polls, because a store's readiness signal wakes
+/// only one of several waiters (the controller already waits on the main store).
+async fn synced<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) {
+    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
 }
 
 /// Names of the Secrets an installation references.
@@ -142,7 +152,7 @@ pub async fn run(
         client: client.clone(),
         stores: stores.clone(),
         recorder: Recorder::new(client.clone(), reporter),
-        metrics,
+        metrics: metrics.clone(),
         update_job: settings.update_job,
     });
 
@@ -155,22 +165,40 @@ pub async fn run(
     let ready_stores = stores.clone();
     let mm_ready = mm_store.clone();
     tokio::spawn(async move {
-        let synced = async {
-            mm_ready.wait_until_ready().await?;
-            ready_stores.deployments.wait_until_ready().await?;
-            ready_stores.replica_sets.wait_until_ready().await?;
-            ready_stores.services.wait_until_ready().await?;
-            ready_stores.ingresses.wait_until_ready().await?;
-            ready_stores.service_accounts.wait_until_ready().await?;
-            ready_stores.jobs.wait_until_ready().await?;
-            ready_stores.pvcs.wait_until_ready().await
-        };
-        match synced.await {
-            Ok(()) => {
-                info!("caches synced");
-                on_ready();
+        let s = ready_stores;
+        let all = [
+            synced(&mm_ready).boxed(),
+            synced(&s.deployments).boxed(),
+            synced(&s.replica_sets).boxed(),
+            synced(&s.services).boxed(),
+            synced(&s.ingresses).boxed(),
+            synced(&s.service_accounts).boxed(),
+            synced(&s.jobs).boxed(),
+            synced(&s.pvcs).boxed(),
+        ];
+        futures::future::join_all(all).await;
+        info!("caches synced");
+        on_ready();
+    });
+    // The installations-by-state gauge, from the cache (no API traffic).
+    let gauge_store = mm_store.clone();
+    let gauge_metrics = metrics.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut counts: Vec<(String, i64)> = Vec::new();
+            for mm in gauge_store.state() {
+                let state = mm
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.state.clone())
+                    .unwrap_or_default();
+                match counts.iter_mut().find(|(s, _)| *s == state) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((state, 1)),
+                }
             }
-            Err(e) => warn!(error = %e, "caches never synced"),
+            gauge_metrics.set_installations_by_state(&counts);
+            tokio::time::sleep(Duration::from_secs(10)).await;
         }
     });
 

@@ -70,13 +70,19 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
+/// Binds the port first, so that a taken port fails the start loudly.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding {addr}: {e}"))
+}
+
 /// Serves until `shutdown` completes.
 pub async fn serve(
-    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
     state: Arc<HttpState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await?;

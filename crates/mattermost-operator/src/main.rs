@@ -21,10 +21,16 @@ async fn main() -> anyhow::Result<()> {
                 i64::from(args.max_reconcile_concurrency),
             ));
             let state = Arc::new(http::HttpState::new(metrics.clone()));
+            let state_for_server = state.clone();
             let shutdown = async {
                 let _ = tokio::signal::ctrl_c().await;
             };
-            let server = tokio::spawn(http::serve(args.http_addr, state.clone(), shutdown));
+            let listener = http::bind(args.http_addr).await?;
+            let server = tokio::spawn(async move {
+                if let Err(e) = http::serve(listener, state_for_server, shutdown).await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            });
             let settings = controller::Settings::from_args(&args);
             tracing::info!(namespace = ?settings.namespace, http = %args.http_addr, "starting");
             controller::run(client, settings, metrics, move || state.set_ready()).await;
