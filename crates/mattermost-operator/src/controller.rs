@@ -9,6 +9,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::PartialObjectMeta;
 use kube::runtime::controller::Config as ControllerConfig;
 use kube::runtime::events::{Recorder, Reporter};
@@ -21,7 +22,7 @@ use tracing::info;
 
 use crate::desired::labels::INSTALLATION_LABEL;
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context, Stores, UpdateJobSettings};
+use crate::reconcile::{self, Context, RolloutSlots, Stores, UpdateJobSettings};
 
 /// Settings of the controller.
 #[derive(Debug, Clone)]
@@ -32,6 +33,10 @@ pub struct Settings {
     pub concurrency: u16,
     /// Update Job settings.
     pub update_job: UpdateJobSettings,
+    /// Installations rolling out at once (0 = no limit).
+    pub max_rollouts: usize,
+    /// Wait before an installation waiting for a slot asks again.
+    pub requeue_on_limit_delay: Duration,
 }
 
 impl Settings {
@@ -44,6 +49,8 @@ impl Settings {
                 backoff_limit: args.update_job_backoff_limit,
                 active_deadline_seconds: args.update_job_deadline_seconds,
             },
+            max_rollouts: usize::try_from(args.max_reconciling_installations).unwrap_or(usize::MAX),
+            requeue_on_limit_delay: args.requeue_on_limit_delay,
         }
     }
 }
@@ -125,6 +132,7 @@ pub async fn run(
     let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(&client, ns));
     let (jobs, job_stream) = reflect::<Job>(api(&client, ns));
     let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, ns));
+    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(&client, ns));
     let stores = Stores {
         deployments,
         replica_sets,
@@ -133,6 +141,7 @@ pub async fn run(
         service_accounts,
         jobs,
         pvcs,
+        pdbs,
     };
 
     // ReplicaSets feed rollout status only; Deployment status changes trigger the reconcile.
@@ -154,6 +163,8 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
         update_job: settings.update_job,
+        slots: RolloutSlots::new(settings.max_rollouts, settings.requeue_on_limit_delay),
+        blocked: Default::default(),
     });
 
     let controller = Controller::new(
@@ -175,6 +186,7 @@ pub async fn run(
             synced(&s.service_accounts).boxed(),
             synced(&s.jobs).boxed(),
             synced(&s.pvcs).boxed(),
+            synced(&s.pdbs).boxed(),
         ];
         futures::future::join_all(all).await;
         info!("caches synced");
@@ -209,6 +221,7 @@ pub async fn run(
         .owns_stream(sa_stream)
         .owns_stream(job_stream)
         .owns_stream(pvc_stream)
+        .owns_stream(pdb_stream)
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace();
             let name = secret.name_any();

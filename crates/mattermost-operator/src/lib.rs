@@ -8,6 +8,7 @@ pub mod desired;
 pub mod http;
 pub mod metrics;
 pub mod observe;
+pub mod preflight;
 pub mod reconcile;
 pub mod status;
 pub mod telemetry;

@@ -7,13 +7,14 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
-use mattermost_api::v1beta1::{Mattermost, MattermostStatus, RunningState};
+use mattermost_api::v1beta1::{Mattermost, MattermostStatus, RunningState, image_reference};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
@@ -23,6 +24,7 @@ use crate::desired::names::{MAIN_CONTAINER, Names};
 use crate::desired::{self, Inputs, patch::apply_json_patch};
 use crate::metrics::{Metrics, ReconcileOutcome};
 use crate::observe::{self, ConfigError};
+use crate::preflight;
 use crate::status::conditions::find;
 use crate::status::{self, DEGRADED, Failure, Gate, Observation, READY, UPDATE_JOB};
 
@@ -48,6 +50,55 @@ pub struct Stores {
     pub jobs: Store<Job>,
     /// Volume claims of installations.
     pub pvcs: Store<PersistentVolumeClaim>,
+    /// Disruption budgets of installations.
+    pub pdbs: Store<PodDisruptionBudget>,
+}
+
+/// The cluster-wide cap on installations rolling out a new image at once. Only rollouts hold a
+/// slot; a slot is given back when the installation is stable or blocked, so broken installations
+/// never starve the others.
+pub struct RolloutSlots {
+    max: usize,
+    /// How long a waiting installation waits before asking again.
+    pub retry_after: Duration,
+    held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl RolloutSlots {
+    /// At most `max` rollouts at once (0 = no limit).
+    pub fn new(max: usize, retry_after: Duration) -> Self {
+        Self {
+            max,
+            retry_after,
+            held: Default::default(),
+        }
+    }
+
+    /// Takes (or keeps) a slot for `key`; `force` takes one even when full (a rollout that was
+    /// already under way when the operator restarted).
+    pub fn acquire(&self, key: &str, force: bool) -> bool {
+        let Ok(mut held) = self.held.lock() else {
+            return true;
+        };
+        if held.contains_key(key) {
+            return true;
+        }
+        if force || self.max == 0 || held.len() < self.max {
+            held.insert(key.to_owned(), std::time::Instant::now());
+            return true;
+        }
+        false
+    }
+
+    /// Gives the slot back; returns how long it was held.
+    pub fn release(&self, key: &str) -> Option<Duration> {
+        self.held.lock().ok()?.remove(key).map(|t| t.elapsed())
+    }
+
+    /// Rollouts in progress.
+    pub fn in_use(&self) -> usize {
+        self.held.lock().map(|h| h.len()).unwrap_or(0)
+    }
 }
 
 /// Settings of the update Job.
@@ -80,6 +131,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Update Job settings.
     pub update_job: UpdateJobSettings,
+    /// Rollout cap.
+    pub slots: RolloutSlots,
+    /// Installations whose upgrade is blocked or failed (for the metric).
+    pub blocked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Errors that end a reconcile early and are retried with backoff.
@@ -198,11 +253,13 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
                 .as_ref()
                 .filter(|_| mm.spec.ingress_enabled() || mm.spec.alb_enabled()),
             resource_patch: outcome.resource_patch.clone(),
+            rolled_back_from: outcome.rolled_back_from.clone(),
         },
         mm.status.as_ref(),
         &now,
     );
     publish_events(ctx, mm, mm.status.as_ref(), &new_status, &outcome).await;
+    track_rollout(ctx, &names, &new_status, &outcome.gate);
     if mm.status.as_ref() != Some(&new_status) {
         write_status(&ctx.client, mm, &ns, &new_status).await?;
     }
@@ -210,6 +267,8 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
     let state = new_status.state.as_deref().and_then(RunningState::parse);
     Ok(match state {
         Some(RunningState::Stable) => Action::await_change(),
+        _ if matches!(outcome.gate, Gate::Waiting) => Action::requeue(ctx.slots.retry_after),
+        _ if matches!(outcome.gate, Gate::Blocked { .. }) => Action::requeue(Duration::from_secs(30)),
         _ if observed.first_error().is_some() || matches!(outcome.gate, Gate::Failed { .. }) => {
             Action::requeue(REQUEUE_BLOCKED)
         }
@@ -226,6 +285,8 @@ struct ChildrenOutcome {
     resource_patch: Option<mattermost_api::v1beta1::ResourcePatchStatus>,
     job_created: Option<String>,
     rollout_started: bool,
+    rolled_back_from: Option<String>,
+    rollback_started: bool,
 }
 
 async fn apply_children(
@@ -266,7 +327,19 @@ async fn apply_children(
         ensure_pvc(ctx, names, uid, pvc).await?;
     }
 
-    let (dep, dep_patch) = apply_json_patch(
+    match desired::pdb::pod_disruption_budget(mm, names) {
+        Some(pdb) => {
+            apply::ensure(client, cached(&s.pdbs, &names.app, ns), pdb, uid).await?;
+        }
+        None => {
+            if let Some(live) = cached(&s.pdbs, &names.app, ns) {
+                apply::delete_owned(client, ns, &names.app, Some(live), uid, &DeleteParams::default())
+                    .await?;
+            }
+        }
+    }
+
+    let (mut dep, dep_patch) = apply_json_patch(
         &desired::deployment::deployment(mm, names, inputs),
         patches.and_then(|p| p.deployment.as_ref()),
     );
@@ -277,14 +350,48 @@ async fn apply_children(
         });
     }
     let live = cached(&s.deployments, &names.app, ns);
-    let new_image = main_image(&dep);
     let live_image = live.as_ref().and_then(main_image);
+    let history = StableHistory::of(mm);
+    let spec_image = main_image(&dep);
+
+    // Automatic rollback: the spec's image stopped progressing; run the last stable one instead
+    // for as long as the spec asks for the failed image.
+    let status = mm.status.as_ref();
+    let mut rolled_back =
+        spec_image.is_some() && status.and_then(|s| s.rolled_back_from.as_ref()) == spec_image.as_ref();
+    if !rolled_back
+        && mm.spec.automatic_rollback()
+        && live.as_ref().and_then(status::deadline_exceeded).is_some()
+        && live_image == spec_image
+        && history.last.is_some()
+        && history.last != spec_image
+    {
+        rolled_back = true;
+        out.rollback_started = true;
+    }
+    if rolled_back && let Some(last) = &history.last {
+        set_main_image(&mut dep, last);
+        out.rolled_back_from = spec_image.clone();
+    }
+
+    let new_image = main_image(&dep);
     let image_change = live.is_some() && live_image != new_image;
-    out.gate = match (
-        image_change && !mm.spec.update_job_disabled(),
-        new_image.as_deref(),
-    ) {
-        (true, Some(image)) => update_job_gate(ctx, mm, names, uid, inputs, image, out).await?,
+    // Defaults that change pods (topology spread) wait for a rollout: adopting or reconciling an
+    // installation never restarts its pods by itself.
+    if let Some(live) = &live
+        && !image_change
+        && !desired::deployment::user_topology_spread(mm)
+    {
+        let live_spread = pod_spec(live).and_then(|p| p.topology_spread_constraints.clone());
+        if let Some(p) = dep.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+            p.topology_spread_constraints = live_spread;
+        }
+    }
+
+    out.gate = match new_image.as_deref() {
+        Some(image) if image_change => {
+            upgrade_gate(ctx, mm, names, uid, inputs, image, &history, rolled_back, out).await?
+        }
         _ => Gate::Open,
     };
     if matches!(out.gate, Gate::Open | Gate::Passed { .. }) {
@@ -293,8 +400,19 @@ async fn apply_children(
             out.deployment = obj;
         }
         if mm.spec.dedicated_job_server() {
-            let js = desired::deployment::job_server_deployment(mm, names, inputs);
+            let mut js = desired::deployment::job_server_deployment(mm, names, inputs);
             let live = cached(&s.deployments, &names.job_server, ns);
+            if let Some(last) = history.last.as_ref().filter(|_| rolled_back) {
+                set_container_image(&mut js, desired::names::JOB_SERVER_CONTAINER, last);
+            }
+            if let Some(live) = &live
+                && !desired::deployment::user_topology_spread(mm)
+            {
+                let live_spread = pod_spec(live).and_then(|p| p.topology_spread_constraints.clone());
+                if let Some(p) = js.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+                    p.topology_spread_constraints = live_spread;
+                }
+            }
             if let Applied::Written(obj) = apply::ensure(client, live, js, uid).await? {
                 out.job_server = obj;
             }
@@ -311,6 +429,101 @@ async fn apply_children(
         }
     }
     cleanup_update_jobs(ctx, names, uid, &out.gate).await
+}
+
+/// Image references of the last two stable versions, from status.
+#[derive(Debug, Default)]
+struct StableHistory {
+    last: Option<String>,
+    previous: Option<String>,
+}
+
+impl StableHistory {
+    fn of(mm: &Mattermost) -> Self {
+        let st = mm.status.as_ref();
+        let r = |img: Option<&String>, ver: Option<&String>| Some(image_reference(img?, ver?));
+        Self {
+            last: st.and_then(|s| r(s.last_stable_image.as_ref(), s.last_stable_version.as_ref())),
+            previous: st.and_then(|s| {
+                r(
+                    s.previous_stable_image.as_ref(),
+                    s.previous_stable_version.as_ref(),
+                )
+            }),
+        }
+    }
+
+    /// True for an image that served against the current schema (rolling back to it needs no
+    /// migration).
+    fn knows(&self, image: &str) -> bool {
+        self.last.as_deref() == Some(image) || self.previous.as_deref() == Some(image)
+    }
+}
+
+/// Decides whether the image change may proceed: preflight checks, a rollout slot, then the
+/// update Job (skipped when disabled or when going back to a known stable image).
+#[allow(clippy::too_many_arguments)]
+async fn upgrade_gate(
+    ctx: &Context,
+    mm: &Mattermost,
+    names: &Names,
+    uid: &str,
+    inputs: &Inputs,
+    image: &str,
+    history: &StableHistory,
+    rolled_back: bool,
+    out: &mut ChildrenOutcome,
+) -> Result<Gate, ApplyError> {
+    let known = rolled_back || history.knows(image);
+    let job_exists = cached(&ctx.stores.jobs, &names.update_job(image), &names.namespace).is_some();
+    if !known && !job_exists {
+        let status = mm.status.as_ref();
+        let last = status.and_then(|s| s.last_stable_version.as_deref());
+        let previous = status.and_then(|s| s.previous_stable_version.as_deref());
+        if let Err(b) =
+            preflight::check_downgrade(mm.spec.version(), last, previous, mm.spec.allow_downgrade())
+        {
+            return Ok(Gate::Blocked {
+                reason: b.reason,
+                message: b.message,
+            });
+        }
+        if !mm.spec.skip_capacity_check()
+            && !mm.spec.recreate_strategy()
+            && let Err(b) = preflight::check_capacity(&ctx.client, mm).await
+        {
+            return Ok(Gate::Blocked {
+                reason: b.reason,
+                message: b.message,
+            });
+        }
+    }
+    if !ctx.slots.acquire(&slot_key(names), job_exists) {
+        return Ok(Gate::Waiting);
+    }
+    if known || mm.spec.update_job_disabled() {
+        return Ok(Gate::Open);
+    }
+    update_job_gate(ctx, mm, names, uid, inputs, image, out).await
+}
+
+fn slot_key(names: &Names) -> String {
+    format!("{}/{}", names.namespace, names.app)
+}
+
+fn pod_spec(dep: &Deployment) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
+    dep.spec.as_ref()?.template.spec.as_ref()
+}
+
+fn set_container_image(dep: &mut Deployment, container: &str, image: &str) {
+    let spec = dep.spec.as_mut().and_then(|s| s.template.spec.as_mut());
+    if let Some(c) = spec.and_then(|p| p.containers.iter_mut().find(|c| c.name == container)) {
+        c.image = Some(image.to_owned());
+    }
+}
+
+fn set_main_image(dep: &mut Deployment, image: &str) {
+    set_container_image(dep, MAIN_CONTAINER, image);
 }
 
 fn main_image(dep: &Deployment) -> Option<String> {
@@ -374,6 +587,15 @@ async fn update_job_gate(
     }
     let failed = job_condition(&job, "Failed").or_else(|| job_condition(&job, "FailureTarget"));
     match failed {
+        Some(_) if retry_requested(mm, &job) => {
+            let params = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..Default::default()
+            };
+            apply::delete_owned(&ctx.client, ns, &job_name, Some(job), uid, &params).await?;
+            info!(job = %job_name, "retrying the update Job on request");
+            Ok(Gate::Running { job: job_name })
+        }
         Some(reason) => {
             let message = failed_pod_message(&ctx.client, ns, &job_name)
                 .await
@@ -385,6 +607,13 @@ async fn update_job_gate(
         }
         None => Ok(Gate::Running { job: job_name }),
     }
+}
+
+/// True when the user asked for another attempt: the retry annotation of the installation differs
+/// from the one the failed Job was created with.
+fn retry_requested(mm: &Mattermost, job: &Job) -> bool {
+    let want = mm.annotations().get(desired::update_job::RETRY_ANNOTATION);
+    want.is_some() && want != job.annotations().get(desired::update_job::RETRY_ANNOTATION)
 }
 
 /// Termination message of the Job's failed pod (the Go operator never looked).
@@ -414,7 +643,7 @@ async fn failed_pod_message(client: &Client, ns: &str, job: &str) -> Option<Stri
 /// open, every one but the current otherwise.
 async fn cleanup_update_jobs(ctx: &Context, names: &Names, uid: &str, gate: &Gate) -> Result<(), ApplyError> {
     let keep = match gate {
-        Gate::Open => None,
+        Gate::Open | Gate::Blocked { .. } | Gate::Waiting => None,
         Gate::Running { job } | Gate::Failed { job, .. } | Gate::Passed { job } => Some(job.as_str()),
     };
     let ns = names.namespace.as_str();
@@ -512,6 +741,49 @@ async fn write_status(
         .map_err(|e| Error::Status(Box::new(e)))
 }
 
+/// Gives rollout slots back and keeps the upgrade metrics.
+fn track_rollout(ctx: &Context, names: &Names, status: &MattermostStatus, gate: &Gate) {
+    let key = slot_key(names);
+    let stable = status.state.as_deref() == Some(RunningState::Stable.as_str());
+    let blocked = status.conditions.iter().any(|c| {
+        c.type_ == DEGRADED
+            && c.status == "True"
+            && matches!(
+                c.reason.as_str(),
+                "UpdateJobFailed"
+                    | "ProgressDeadlineExceeded"
+                    | "RolledBack"
+                    | "InsufficientCapacity"
+                    | "NoSchedulableNodes"
+                    | "DowngradeNotAllowed"
+                    | "PreflightFailed"
+            )
+    });
+    let problem = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == DEGRADED && c.status == "True");
+    if (stable || problem)
+        && let Some(held) = ctx.slots.release(&key)
+        && stable
+    {
+        ctx.metrics.upgrade_duration.observe(held.as_secs_f64());
+    }
+    if let Ok(mut set) = ctx.blocked.lock() {
+        if blocked || matches!(gate, Gate::Blocked { .. }) {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+        ctx.metrics
+            .blocked_upgrades
+            .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+    }
+    ctx.metrics
+        .rollouts_in_progress
+        .set(i64::try_from(ctx.slots.in_use()).unwrap_or(i64::MAX));
+}
+
 /// Events on meaningful transitions only, never one per write.
 async fn publish_events(
     ctx: &Context,
@@ -543,8 +815,20 @@ async fn publish_events(
             "Upgrade",
         ));
     }
-    if let Some(c) = changed(UPDATE_JOB).filter(|c| c.status == "True") {
-        events.push((EventType::Normal, c.reason.clone(), c.message.clone(), "Upgrade"));
+    if let Some(c) = changed(UPDATE_JOB) {
+        if c.status == "True" {
+            ctx.metrics.update_job_finished("succeeded");
+            events.push((EventType::Normal, c.reason.clone(), c.message.clone(), "Upgrade"));
+        } else if c.reason == "UpdateJobFailed" {
+            ctx.metrics.update_job_finished("failed");
+        }
+    }
+    if outcome.rollback_started {
+        let msg = format!(
+            "rollout of {} exceeded its progress deadline; restoring the last stable version",
+            mm.spec.image_reference()
+        );
+        events.push((EventType::Warning, "RollingBack".to_owned(), msg, "Upgrade"));
     }
     if outcome.rollout_started {
         let msg = format!("rolling out {}", mm.spec.image_reference());

@@ -236,6 +236,54 @@ impl MattermostSpec {
         self.update_job.as_ref().and_then(|u| u.disabled).unwrap_or(false)
     }
 
+    /// `maxUnavailable` of the PodDisruptionBudget, or `None` when there should be none (disabled,
+    /// or at most one replica).
+    pub fn pdb_max_unavailable(&self) -> Option<i32> {
+        let pdb = self.pod_disruption_budget.as_ref();
+        let disabled = pdb.and_then(|p| p.disabled).unwrap_or(false);
+        (!disabled && self.effective_replicas() > 1).then(|| pdb.and_then(|p| p.max_unavailable).unwrap_or(1))
+    }
+
+    /// Progress deadline of rollouts in seconds (default 600, the Deployment default).
+    pub fn progress_deadline_seconds(&self) -> i32 {
+        self.upgrade
+            .as_ref()
+            .and_then(|u| u.progress_deadline_seconds)
+            .unwrap_or(600)
+    }
+
+    /// True when a rollout past its deadline is rolled back to the last stable version.
+    pub fn automatic_rollback(&self) -> bool {
+        self.upgrade
+            .as_ref()
+            .and_then(|u| u.automatic_rollback)
+            .unwrap_or(false)
+    }
+
+    /// True when versions older than the last stable one are allowed.
+    pub fn allow_downgrade(&self) -> bool {
+        self.upgrade
+            .as_ref()
+            .and_then(|u| u.allow_downgrade)
+            .unwrap_or(false)
+    }
+
+    /// True when the capacity preflight check is skipped.
+    pub fn skip_capacity_check(&self) -> bool {
+        self.upgrade
+            .as_ref()
+            .and_then(|u| u.skip_capacity_check)
+            .unwrap_or(false)
+    }
+
+    /// True with the `Recreate` strategy (no surge pod).
+    pub fn recreate_strategy(&self) -> bool {
+        self.deployment_template
+            .as_ref()
+            .and_then(|d| d.deployment_strategy_type.as_deref())
+            == Some("Recreate")
+    }
+
     /// True when the S3 store authenticates through the ServiceAccount's IAM role (IRSA).
     pub fn uses_service_account_for_s3(&self) -> bool {
         matches!(self.file_store_kind(), FileStoreKind::External(e) if e.use_service_account.unwrap_or(false))

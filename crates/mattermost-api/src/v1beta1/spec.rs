@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EnvVar, LocalObjectReference, PodDNSConfig, PodSecurityContext,
-    Probe, ResourceRequirements, SecurityContext, Toleration, Volume, VolumeMount,
+    Probe, ResourceRequirements, SecurityContext, Toleration, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -211,6 +211,51 @@ pub struct MattermostSpec {
     /// Experimental JSON patches (RFC 6902) applied to the generated Service and Deployment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_patch: Option<ResourcePatch>,
+
+    /// How version changes are checked and rolled out (an addition to the Go operator's API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradePolicy>,
+
+    /// PodDisruptionBudget of the Mattermost pods, created when more than one replica runs
+    /// (an addition to the Go operator's API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruption_budget: Option<PodDisruptionBudgetPolicy>,
+}
+
+/// Upgrade policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradePolicy {
+    /// Allow a version older than the last stable one (other than the previous stable version,
+    /// which is the documented rollback and always allowed). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_downgrade: Option<bool>,
+    /// When a rollout exceeds its progress deadline, restore the last stable version (without
+    /// running the update Job again). Default false: the rollout stops, old pods keep serving and
+    /// the installation reports Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic_rollback: Option<bool>,
+    /// Seconds a rollout may go without progress before it counts as failed (default 600, the
+    /// Deployment default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 10").message("progressDeadlineSeconds must be at least 10"))]
+    pub progress_deadline_seconds: Option<i32>,
+    /// Skip the capacity preflight check (free CPU and memory for one surge pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_capacity_check: Option<bool>,
+}
+
+/// PodDisruptionBudget policy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDisruptionBudgetPolicy {
+    /// Do not manage a PodDisruptionBudget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// Pods that may be disrupted at once (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("podDisruptionBudget.maxUnavailable must be at least 1"))]
+    pub max_unavailable: Option<i32>,
 }
 
 /// Ingress settings.
@@ -480,6 +525,10 @@ pub struct Scheduling {
     /// Tolerations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
+    /// Topology spread of the pods. Default: spread evenly across zones and nodes when possible
+    /// (ScheduleAnyway); an empty list turns it off. Applied with the next rollout, never alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 }
 
 /// Probe overrides: the handler and every non-zero number replace the default.

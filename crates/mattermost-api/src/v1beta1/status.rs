@@ -78,6 +78,16 @@ pub struct MattermostStatus {
     /// Image of the last version that reached `stable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_stable_image: Option<String>,
+    /// The stable version before the last one: setting it back is the documented rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stable_version: Option<String>,
+    /// Image of the previous stable version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_stable_image: Option<String>,
+    /// Image reference whose rollout was rolled back automatically; while the spec still asks for
+    /// it, the last stable version keeps running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_from: Option<String>,
     /// Standard conditions: Ready, Progressing, Degraded and one per dependency.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec,
-    Probe, SecretVolumeSource, Volume, VolumeMount,
+    Probe, SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -270,8 +270,43 @@ fn pod_spec(mm: &Mattermost, names: &Names) -> PodSpec {
             .pod_template
             .as_ref()
             .and_then(|p| p.security_context.clone()),
+        topology_spread_constraints: topology_spread(mm, names),
         ..Default::default()
     }
+}
+
+/// True when the user set the topology spread (also to an empty list).
+pub fn user_topology_spread(mm: &Mattermost) -> bool {
+    mm.spec
+        .scheduling
+        .as_ref()
+        .is_some_and(|s| s.topology_spread_constraints.is_some())
+}
+
+/// The user's spread, or by default an even spread across zones and nodes when possible.
+fn topology_spread(mm: &Mattermost, names: &Names) -> Option<Vec<TopologySpreadConstraint>> {
+    if user_topology_spread(mm) {
+        let user = mm
+            .spec
+            .scheduling
+            .as_ref()
+            .and_then(|s| s.topology_spread_constraints.clone());
+        return user.filter(|t| !t.is_empty());
+    }
+    let spread = |key: &str| TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: key.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(labels::selector(names, APP_MATTERMOST)),
+            match_expressions: None,
+        }),
+        ..Default::default()
+    };
+    Some(vec![
+        spread("topology.kubernetes.io/zone"),
+        spread("kubernetes.io/hostname"),
+    ])
 }
 
 fn pod_annotations(mm: &Mattermost) -> Option<BTreeMap<String, String>> {
@@ -329,6 +364,7 @@ fn deployment_with(
             },
             strategy: Some(strategy(mm)),
             revision_history_limit: Some(history.unwrap_or(DEFAULT_REVISION_HISTORY)),
+            progress_deadline_seconds: Some(mm.spec.progress_deadline_seconds()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels::pod_labels(mm, names, app)),

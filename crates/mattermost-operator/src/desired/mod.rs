@@ -8,6 +8,7 @@ pub mod labels;
 pub mod meta;
 pub mod names;
 pub mod patch;
+pub mod pdb;
 pub mod pvc;
 pub mod service;
 pub mod service_account;

@@ -22,6 +22,9 @@ use super::meta::child_meta;
 use super::names::{MAIN_CONTAINER, Names};
 use super::{Inputs, env};
 
+/// Annotation on the `Mattermost` that requests a new attempt after a failed update Job: set it
+/// to any new value (copied to the Job, so each value gets one attempt).
+pub const RETRY_ANNOTATION: &str = "installation.mattermost.com/retry-update-job";
 /// Annotation recording the image the Job validates.
 pub const IMAGE_ANNOTATION: &str = "installation.mattermost.com/update-image";
 
@@ -58,7 +61,16 @@ pub fn update_job(
         &names.update_job(image),
         labels::object_labels(mm, names, APP_UPDATE_JOB),
     );
-    meta.annotations = Some(BTreeMap::from([(IMAGE_ANNOTATION.to_owned(), image.to_owned())]));
+    let mut annotations = BTreeMap::from([(IMAGE_ANNOTATION.to_owned(), image.to_owned())]);
+    if let Some(retry) = mm
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RETRY_ANNOTATION))
+    {
+        annotations.insert(RETRY_ANNOTATION.to_owned(), retry.clone());
+    }
+    meta.annotations = Some(annotations);
     let mut pod_labels = spec.resource_labels.clone().unwrap_or_default();
     pod_labels.extend(update.and_then(|u| u.extra_labels.clone()).unwrap_or_default());
     pod_labels.extend(labels::selector(names, APP_UPDATE_JOB));

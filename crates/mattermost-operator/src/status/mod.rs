@@ -23,6 +23,8 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 /// State of the update Job gate.
 pub const UPDATE_JOB: &str = "UpdateJobSucceeded";
+/// Result of the upgrade preflight checks.
+pub const PREFLIGHT: &str = "PreflightPassed";
 /// Endpoint value when there is none.
 pub const NO_ENDPOINT: &str = "not available";
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -50,6 +52,15 @@ pub enum Gate {
         /// Job name.
         job: String,
     },
+    /// A preflight check failed; nothing was changed.
+    Blocked {
+        /// Stable reason.
+        reason: &'static str,
+        /// For humans.
+        message: String,
+    },
+    /// The rollout waits for a free slot (`MAX_RECONCILING_INSTALLATIONS`).
+    Waiting,
 }
 
 /// A failure while applying children.
@@ -84,6 +95,8 @@ pub struct Observation<'a> {
     pub ingress: Option<&'a Ingress>,
     /// Result of the resource patches.
     pub resource_patch: Option<ResourcePatchStatus>,
+    /// Set when the rollout of this image was rolled back automatically.
+    pub rolled_back_from: Option<String>,
 }
 
 /// Rollout progress of one Deployment, as the Go operator measured it.
@@ -161,6 +174,17 @@ pub fn rollout(dep: &Deployment, replica_sets: &[ReplicaSet], container: &str) -
     }
 }
 
+/// The Deployment controller's verdict that the rollout stopped progressing.
+pub fn deadline_exceeded(dep: &Deployment) -> Option<String> {
+    let conds = dep.status.as_ref()?.conditions.as_ref()?;
+    let c = conds.iter().find(|c| c.type_ == "Progressing")?;
+    (c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")).then(|| {
+        c.message
+            .clone()
+            .unwrap_or_else(|| "progress deadline exceeded".to_owned())
+    })
+}
+
 fn endpoint(obs: &Observation<'_>) -> Option<String> {
     if obs.mm.spec.use_service_load_balancer() {
         let lb = obs
@@ -211,7 +235,36 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
         problems.push((f.reason, f.message.clone()));
     }
     match obs.gate {
-        Gate::Open => conditions::remove(conds, UPDATE_JOB),
+        Gate::Blocked { reason, message } => {
+            upsert(
+                conds,
+                condition(PREFLIGHT, false, reason, message.clone(), generation, now),
+            );
+            problems.push((reason, format!("upgrade blocked: {message}")));
+        }
+        Gate::Open | Gate::Waiting => {}
+        _ => upsert(
+            conds,
+            condition(
+                PREFLIGHT,
+                true,
+                "ChecksPassed",
+                "preflight checks passed",
+                generation,
+                now,
+            ),
+        ),
+    }
+    if let Some(image) = &obs.rolled_back_from {
+        problems.push((
+            "RolledBack",
+            format!("the rollout of {image} exceeded its progress deadline and was rolled back to the last stable version"),
+        ));
+    } else if let Some(msg) = obs.deployment.and_then(deadline_exceeded) {
+        problems.push(("ProgressDeadlineExceeded", msg));
+    }
+    match obs.gate {
+        Gate::Open | Gate::Blocked { .. } | Gate::Waiting => conditions::remove(conds, UPDATE_JOB),
         Gate::Running { job } => upsert(
             conds,
             condition(
@@ -258,48 +311,52 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
         }
         Some(None) => false,
     };
-    let (state, progress) =
-        if !problems.is_empty() || matches!(obs.gate, Gate::Running { .. }) || obs.deployment.is_none() {
-            (
-                RunningState::Reconciling,
-                "waiting for the update Job or a fix".to_owned(),
-            )
-        } else if !roll.observed {
-            (
-                RunningState::Reconciling,
-                "rollout not yet picked up by the Deployment controller".to_owned(),
-            )
-        } else if desired > 0 && roll.updated == 0 {
-            (
-                RunningState::Reconciling,
-                format!("0/{desired} pods of the current revision available"),
-            )
-        } else if roll.updated != desired || roll.replicas != desired {
-            let state = if roll.replicas > 0 {
-                RunningState::Ready
-            } else {
-                RunningState::Reconciling
-            };
-            (
-                state,
-                format!(
-                    "{}/{desired} pods of the current revision available, {} pods in total",
-                    roll.updated, roll.replicas
-                ),
-            )
-        } else if mm.spec.use_service_load_balancer() && endpoint.is_none() {
-            (
-                RunningState::Ready,
-                "waiting for the load balancer address".to_owned(),
-            )
-        } else if !job_server_ok {
-            (RunningState::Ready, "waiting for the job server".to_owned())
+    let (state, progress) = if matches!(obs.gate, Gate::Waiting) && problems.is_empty() {
+        (
+            RunningState::Reconciling,
+            "waiting for a rollout slot (MAX_RECONCILING_INSTALLATIONS)".to_owned(),
+        )
+    } else if !problems.is_empty() || matches!(obs.gate, Gate::Running { .. }) || obs.deployment.is_none() {
+        (
+            RunningState::Reconciling,
+            "waiting for the update Job or a fix".to_owned(),
+        )
+    } else if !roll.observed {
+        (
+            RunningState::Reconciling,
+            "rollout not yet picked up by the Deployment controller".to_owned(),
+        )
+    } else if desired > 0 && roll.updated == 0 {
+        (
+            RunningState::Reconciling,
+            format!("0/{desired} pods of the current revision available"),
+        )
+    } else if roll.updated != desired || roll.replicas != desired {
+        let state = if roll.replicas > 0 {
+            RunningState::Ready
         } else {
-            (
-                RunningState::Stable,
-                format!("{desired}/{desired} pods of the current revision available"),
-            )
+            RunningState::Reconciling
         };
+        (
+            state,
+            format!(
+                "{}/{desired} pods of the current revision available, {} pods in total",
+                roll.updated, roll.replicas
+            ),
+        )
+    } else if mm.spec.use_service_load_balancer() && endpoint.is_none() {
+        (
+            RunningState::Ready,
+            "waiting for the load balancer address".to_owned(),
+        )
+    } else if !job_server_ok {
+        (RunningState::Ready, "waiting for the job server".to_owned())
+    } else {
+        (
+            RunningState::Stable,
+            format!("{desired}/{desired} pods of the current revision available"),
+        )
+    };
 
     status.state = Some(state.as_str().to_owned());
     status.replicas = Some(roll.replicas);
@@ -339,6 +396,7 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
     let progressing = problems.is_empty() && state != RunningState::Stable;
     let reason = match (progressing, obs.gate) {
         (true, Gate::Running { .. }) => "UpdateJobRunning",
+        (true, Gate::Waiting) => "WaitingForRolloutSlot",
         (true, _) => "RollingOut",
         (false, _) if state == RunningState::Stable => "RolloutComplete",
         _ => "Blocked",
@@ -348,10 +406,14 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
         condition(PROGRESSING, progressing, reason, progress, generation, now),
     );
 
-    if state == RunningState::Stable {
-        status.last_stable_version = Some(mm.spec.version().to_owned());
-        status.last_stable_image = Some(mm.spec.image().to_owned());
+    if state == RunningState::Stable
+        && let (Some(image), Some(version)) = (status.image.clone(), status.version.clone())
+        && status.last_stable_version.as_ref() != Some(&version)
+    {
+        status.previous_stable_version = status.last_stable_version.replace(version);
+        status.previous_stable_image = status.last_stable_image.replace(image);
     }
+    status.rolled_back_from = obs.rolled_back_from.clone();
     status
 }
 

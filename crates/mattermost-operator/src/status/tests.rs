@@ -104,6 +104,7 @@ fn compute_for(
         service: None,
         ingress: None,
         resource_patch: None,
+        rolled_back_from: None,
     };
     compute(&obs, old, &t(now))
 }
@@ -194,6 +195,7 @@ fn problems_keep_reconciling_with_reason() {
         service: None,
         ingress: None,
         resource_patch: None,
+        rolled_back_from: None,
     };
     let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
     assert_eq!(st.state.as_deref(), Some("reconciling"));
@@ -226,6 +228,7 @@ fn failed_update_job_is_reported() {
         service: None,
         ingress: None,
         resource_patch: None,
+        rolled_back_from: None,
     };
     let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
     assert_eq!(st.state.as_deref(), Some("reconciling"));

@@ -25,6 +25,8 @@ pub struct Env {
     pub ns: Option<TestNamespace>,
     name: String,
     operator: Option<tokio::task::JoinHandle<()>>,
+    /// Rollout cap of the operator started by `start_operator` (0 = none).
+    pub max_rollouts: usize,
 }
 
 impl Env {
@@ -48,6 +50,8 @@ impl Env {
             namespace: Some(self.name.clone()),
             concurrency: 4,
             update_job: UpdateJobSettings::default(),
+            max_rollouts: self.max_rollouts,
+            requeue_on_limit_delay: Duration::from_secs(2),
         };
         let metrics = Arc::new(Metrics::new(&["mattermost"], 4));
         let client = self.client.clone();
@@ -155,6 +159,7 @@ pub async fn env_without_operator(prefix: &str) -> Env {
         ns: Some(ns),
         name,
         operator: None,
+        max_rollouts: 0,
     }
 }
 

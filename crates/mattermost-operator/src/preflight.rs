@@ -1,0 +1,277 @@
+//! Checks before an upgrade changes anything: no unintended downgrade, and room in the cluster for
+//! the surge pod. A failed check blocks the upgrade; the Deployment is not modified.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements, Taint, Toleration};
+use kube::api::ListParams;
+use kube::{Api, Client};
+use mattermost_api::v1beta1::Mattermost;
+
+use crate::apply::parse_quantity;
+
+/// Why an upgrade may not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// Stable reason.
+    pub reason: &'static str,
+    /// For humans.
+    pub message: String,
+}
+
+fn version_of(v: &str) -> Option<semver::Version> {
+    let v = v.trim_start_matches('v');
+    semver::Version::parse(v).ok().or_else(|| {
+        // Two-part versions such as "10.5".
+        semver::Version::parse(&format!("{v}.0")).ok()
+    })
+}
+
+/// Refuses a version older than the last stable one, unless it is the previous stable version
+/// (the documented rollback) or the spec allows downgrades. Tags that are not versions pass.
+pub fn check_downgrade(
+    new: &str,
+    last_stable: Option<&str>,
+    previous_stable: Option<&str>,
+    allowed: bool,
+) -> Result<(), Blocked> {
+    let (Some(last), Some(new_v)) = (last_stable, version_of(new)) else {
+        return Ok(());
+    };
+    if allowed || Some(new) == previous_stable || new == last {
+        return Ok(());
+    }
+    match version_of(last) {
+        Some(last_v) if new_v < last_v => Err(Blocked {
+            reason: "DowngradeNotAllowed",
+            message: format!(
+                "version {new} is older than the last stable version {last}; set it back to {} to roll back, or set \
+                 spec.upgrade.allowDowngrade: true",
+                previous_stable.unwrap_or(last)
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| {
+        let key_ok = t.key.as_deref().is_none_or(|k| k.is_empty() || k == taint.key);
+        let effect_ok = t
+            .effect
+            .as_deref()
+            .is_none_or(|e| e.is_empty() || e == taint.effect);
+        let value_ok = match t.operator.as_deref() {
+            Some("Exists") => true,
+            _ => t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default(),
+        };
+        key_ok && effect_ok && value_ok
+    })
+}
+
+fn request(resources: &ResourceRequirements, name: &str) -> f64 {
+    let req = resources.requests.as_ref().and_then(|r| r.get(name));
+    let limit = resources.limits.as_ref().and_then(|r| r.get(name));
+    req.or(limit).and_then(|q| parse_quantity(&q.0)).unwrap_or(0.0)
+}
+
+/// True when some Ready, schedulable node matching `selector` and tolerated by `tolerations` has
+/// `cpu` and `memory` free for one more pod. `Err` says why not.
+pub fn fits(
+    nodes: &[Node],
+    pods: &[Pod],
+    cpu: f64,
+    memory: f64,
+    selector: &BTreeMap<String, String>,
+    tolerations: &[Toleration],
+) -> Result<(), Blocked> {
+    let mut candidates = 0;
+    let mut best: Option<(f64, f64)> = None;
+    for node in nodes {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let spec = node.spec.clone().unwrap_or_default();
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let selected = selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+        let tainted = spec
+            .taints
+            .iter()
+            .flatten()
+            .any(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(tolerations, t));
+        if !ready || spec.unschedulable.unwrap_or(false) || !selected || tainted {
+            continue;
+        }
+        candidates += 1;
+        let name = node.metadata.name.as_deref();
+        let alloc = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.clone())
+            .unwrap_or_default();
+        let q = |k: &str| alloc.get(k).and_then(|q| parse_quantity(&q.0)).unwrap_or(0.0);
+        let (mut free_cpu, mut free_mem) = (q("cpu"), q("memory"));
+        for pod in pods
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == name)
+        {
+            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            if matches!(phase, Some("Succeeded") | Some("Failed")) {
+                continue;
+            }
+            for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+                let r = c.resources.clone().unwrap_or_default();
+                free_cpu -= request(&r, "cpu");
+                free_mem -= request(&r, "memory");
+            }
+        }
+        if free_cpu >= cpu && free_mem >= memory {
+            return Ok(());
+        }
+        if best.is_none_or(|(c, _)| free_cpu > c) {
+            best = Some((free_cpu, free_mem));
+        }
+    }
+    if candidates == 0 {
+        return Err(Blocked {
+            reason: "NoSchedulableNodes",
+            message: "no Ready, schedulable node matches the pods' node selector and tolerations".to_owned(),
+        });
+    }
+    let (c, m) = best.unwrap_or_default();
+    Err(Blocked {
+        reason: "InsufficientCapacity",
+        message: format!(
+            "no node has room for the surge pod (needs cpu {cpu}, memory {:.0}Mi; most free: cpu {c:.3}, memory {:.0}Mi)",
+            memory / 1_048_576.0,
+            m / 1_048_576.0
+        ),
+    })
+}
+
+/// Capacity check against the live cluster (lists nodes and pods; only runs when a rollout is
+/// about to start).
+pub async fn check_capacity(client: &Client, mm: &Mattermost) -> Result<(), Blocked> {
+    let api_err = |e: kube::Error| Blocked {
+        reason: "PreflightFailed",
+        message: format!("listing nodes/pods: {e}"),
+    };
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err)?
+        .items;
+    let lp = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(api_err)?
+        .items;
+    let resources = mm.spec.effective_resources();
+    let scheduling = mm.spec.scheduling.as_ref();
+    let selector = scheduling
+        .and_then(|s| s.node_selector.clone())
+        .unwrap_or_default();
+    let tolerations = scheduling.and_then(|s| s.tolerations.clone()).unwrap_or_default();
+    fits(
+        &nodes,
+        &pods,
+        request(&resources, "cpu"),
+        request(&resources, "memory"),
+        &selector,
+        &tolerations,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, NodeCondition, NodeSpec, NodeStatus, PodSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn node(name: &str, cpu: &str, taint: Option<&str>) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec {
+                taints: taint.map(|k| {
+                    vec![Taint {
+                        key: k.into(),
+                        effect: "NoSchedule".into(),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                allocatable: Some(BTreeMap::from([
+                    ("cpu".into(), Quantity(cpu.into())),
+                    ("memory".into(), Quantity("8Gi".into())),
+                ])),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn pod(node: &str, cpu: &str) -> Pod {
+        let resources = ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".into(), Quantity(cpu.into()))])),
+            ..Default::default()
+        };
+        Pod {
+            spec: Some(PodSpec {
+                node_name: Some(node.into()),
+                containers: vec![Container {
+                    resources: Some(resources),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn capacity_counts_requests_selectors_and_taints() {
+        let none = BTreeMap::new();
+        let nodes = [node("a", "2", None), node("b", "8", Some("dedicated"))];
+        assert!(fits(&nodes, &[], 1.0, 1e9, &none, &[]).is_ok());
+        let err = fits(&nodes, &[pod("a", "1500m")], 1.0, 1e9, &none, &[]).unwrap_err();
+        assert_eq!(err.reason, "InsufficientCapacity");
+        let tol = Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Exists".into()),
+            ..Default::default()
+        };
+        assert!(fits(&nodes, &[pod("a", "1500m")], 1.0, 1e9, &none, &[tol]).is_ok());
+        let sel = BTreeMap::from([("zone".to_owned(), "x".to_owned())]);
+        assert_eq!(
+            fits(&nodes, &[], 1.0, 1.0, &sel, &[]).unwrap_err().reason,
+            "NoSchedulableNodes"
+        );
+    }
+
+    #[test]
+    fn downgrades_need_opt_in_except_the_documented_rollback() {
+        assert!(check_downgrade("10.9.0", Some("10.8.1"), None, false).is_ok());
+        assert!(
+            check_downgrade("10.8.1", Some("10.9.0"), Some("10.8.1"), false).is_ok(),
+            "rollback"
+        );
+        let err = check_downgrade("10.7.0", Some("10.9.0"), Some("10.8.1"), false).unwrap_err();
+        assert_eq!(err.reason, "DowngradeNotAllowed");
+        assert!(check_downgrade("10.7.0", Some("10.9.0"), None, true).is_ok());
+        assert!(check_downgrade("latest", Some("10.9.0"), None, false).is_ok());
+        assert!(check_downgrade("10.5", Some("10.9.0"), None, false).is_err());
+    }
+}
