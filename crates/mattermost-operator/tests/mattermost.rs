@@ -400,6 +400,14 @@ async fn version_change_runs_the_update_job_first_and_a_failed_job_blocks_the_ro
     assert!(rs.list(&ListParams::default()).await.unwrap().items.len() >= 2);
 
     // A failing migration (image tag containing "fail") blocks the rollout with the reason.
+    let watcher = testenv::EndpointWatcher::start(&env.client, env.name(), NAME)
+        .await
+        .unwrap();
+    wait_until("2 ready endpoints", TIMEOUT, || async {
+        (watcher.current() == 2).then_some(())
+    })
+    .await
+    .unwrap();
     let gen_before = deps.get(NAME).await.unwrap().metadata.generation;
     env.patch_spec(NAME, json!({"version": "9.12.0-fail"})).await;
     let mm = env
@@ -421,6 +429,32 @@ async fn version_change_runs_the_update_job_first_and_a_failed_job_blocks_the_ro
     })
     .await
     .unwrap();
+    // No relaunch loop: still one Job for that image a while later; old pods served throughout.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let failing: Vec<Job> = jobs
+        .list(&ListParams::default().labels("app=mattermost-update-check"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|j| {
+            j.annotations()
+                .get("installation.mattermost.com/update-image")
+                .is_some_and(|i| i.ends_with("-fail"))
+        })
+        .collect();
+    assert_eq!(failing.len(), 1);
+    assert_eq!(
+        failing[0].status.as_ref().and_then(|s| s.failed),
+        Some(1),
+        "failed at the first non-zero exit"
+    );
+    assert!(
+        watcher.min_ready() >= 2,
+        "ready endpoints dropped: {:?}",
+        watcher.history()
+    );
+    println!("failed update Job: min ready endpoints {}", watcher.min_ready());
     // Setting the version back recovers.
     env.patch_spec(NAME, json!({"version": "9.11.1"})).await;
     env.wait_state(NAME, "stable").await;
