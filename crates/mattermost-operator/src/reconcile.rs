@@ -376,17 +376,7 @@ async fn apply_children(
 
     let new_image = main_image(&dep);
     let image_change = live.is_some() && live_image != new_image;
-    // Defaults that change pods (topology spread) wait for a rollout: adopting or reconciling an
-    // installation never restarts its pods by itself.
-    if let Some(live) = &live
-        && !image_change
-        && !desired::deployment::user_topology_spread(mm)
-    {
-        let live_spread = pod_spec(live).and_then(|p| p.topology_spread_constraints.clone());
-        if let Some(p) = dep.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-            p.topology_spread_constraints = live_spread;
-        }
-    }
+    defer_default_spread(mm, &mut dep, live.as_ref());
 
     out.gate = match new_image.as_deref() {
         Some(image) if image_change => {
@@ -405,14 +395,7 @@ async fn apply_children(
             if let Some(last) = history.last.as_ref().filter(|_| rolled_back) {
                 set_container_image(&mut js, desired::names::JOB_SERVER_CONTAINER, last);
             }
-            if let Some(live) = &live
-                && !desired::deployment::user_topology_spread(mm)
-            {
-                let live_spread = pod_spec(live).and_then(|p| p.topology_spread_constraints.clone());
-                if let Some(p) = js.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-                    p.topology_spread_constraints = live_spread;
-                }
-            }
+            defer_default_spread(mm, &mut js, live.as_ref());
             if let Applied::Written(obj) = apply::ensure(client, live, js, uid).await? {
                 out.job_server = obj;
             }
@@ -509,6 +492,22 @@ async fn upgrade_gate(
 
 fn slot_key(names: &Names) -> String {
     format!("{}/{}", names.namespace, names.app)
+}
+
+/// Defaults that change pods (the topology spread) wait for a rollout of a new image: adopting
+/// or reconciling an installation never restarts its pods by itself.
+fn defer_default_spread(mm: &Mattermost, desired: &mut Deployment, live: Option<&Deployment>) {
+    let Some(live) = live else { return };
+    let image = |d: &Deployment| {
+        pod_spec(d).map(|p| p.containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>())
+    };
+    if desired::deployment::user_topology_spread(mm) || image(live) != image(desired) {
+        return;
+    }
+    let live_spread = pod_spec(live).and_then(|p| p.topology_spread_constraints.clone());
+    if let Some(p) = desired.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        p.topology_spread_constraints = live_spread;
+    }
 }
 
 fn pod_spec(dep: &Deployment) -> Option<&k8s_openapi::api::core::v1::PodSpec> {

@@ -409,6 +409,7 @@ async fn version_change_runs_the_update_job_first_and_a_failed_job_blocks_the_ro
     .await
     .unwrap();
     let gen_before = deps.get(NAME).await.unwrap().metadata.generation;
+    let t0 = std::time::Instant::now();
     env.patch_spec(NAME, json!({"version": "9.12.0-fail"})).await;
     let mm = env
         .wait_condition(NAME, "UpdateJobSucceeded", "False", Some("UpdateJobFailed"))
@@ -450,11 +451,14 @@ async fn version_change_runs_the_update_job_first_and_a_failed_job_blocks_the_ro
         "failed at the first non-zero exit"
     );
     assert!(
-        watcher.min_ready() >= 2,
+        watcher.min_ready_since(t0) >= 2,
         "ready endpoints dropped: {:?}",
         watcher.history()
     );
-    println!("failed update Job: min ready endpoints {}", watcher.min_ready());
+    println!(
+        "failed update Job: min ready endpoints {}",
+        watcher.min_ready_since(t0)
+    );
     // Setting the version back recovers.
     env.patch_spec(NAME, json!({"version": "9.11.1"})).await;
     env.wait_state(NAME, "stable").await;

@@ -119,7 +119,7 @@ async fn three_replicas_upgrade_and_roll_back_without_dropping_below_three_ready
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(
-        watcher.min_ready() >= 3,
+        watcher.min_ready_since(t0) >= 3,
         "ready endpoints dropped: {:?}",
         watcher.history()
     );
@@ -168,7 +168,7 @@ async fn three_replicas_upgrade_and_roll_back_without_dropping_below_three_ready
     println!(
         "upgrade timeline: version change -> Job done {:.1}s -> first new pod Ready {first_new_ready:?} -> stable {stable_at:?}; min ready endpoints {}",
         job_done.duration_since(t0_wall).as_secs_f64(),
-        watcher.min_ready()
+        watcher.min_ready_since(t0)
     );
     assert!(first_new_ready.is_some());
 
@@ -187,7 +187,7 @@ async fn three_replicas_upgrade_and_roll_back_without_dropping_below_three_ready
         "rollback ran an update Job: {jobs_after:?}"
     );
     assert!(
-        watcher.min_ready() >= 3,
+        watcher.min_ready_since(t0) >= 3,
         "ready endpoints dropped: {:?}",
         watcher.history()
     );
@@ -228,6 +228,7 @@ async fn a_rollout_past_its_deadline_is_degraded_and_rolled_back_when_asked() {
     .await
     .unwrap();
 
+    let t0 = std::time::Instant::now();
     env.patch_spec(NAME, json!({"version": "10.9.0-never-ready"}))
         .await;
     let mm = env
@@ -239,7 +240,10 @@ async fn a_rollout_past_its_deadline_is_degraded_and_rolled_back_when_asked() {
         "not reported as stable"
     );
     let deps: Api<Deployment> = env.api();
-    println!("deadline test: min ready endpoints {}", watcher.min_ready());
+    println!(
+        "deadline test: min ready endpoints {}",
+        watcher.min_ready_since(t0)
+    );
     wait_until("old image restored", TIMEOUT, || async {
         image(&deps.get(NAME).await.unwrap())
             .ends_with(":10.8.1")
@@ -248,7 +252,7 @@ async fn a_rollout_past_its_deadline_is_degraded_and_rolled_back_when_asked() {
     .await
     .unwrap();
     assert!(
-        watcher.min_ready() >= 2,
+        watcher.min_ready_since(t0) >= 2,
         "ready endpoints dropped: {:?}",
         watcher.history()
     );
@@ -258,7 +262,7 @@ async fn a_rollout_past_its_deadline_is_degraded_and_rolled_back_when_asked() {
     let mm = env.wait_state(NAME, "stable").await;
     assert_eq!(mm.status.unwrap().rolled_back_from, None);
     assert!(
-        watcher.min_ready() >= 2,
+        watcher.min_ready_since(t0) >= 2,
         "ready endpoints dropped: {:?}",
         watcher.history()
     );

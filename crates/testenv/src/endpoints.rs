@@ -83,6 +83,15 @@ impl EndpointWatcher {
         self.samples().last().map_or(0, |s| s.ready)
     }
 
+    /// Lowest ready count in force at any moment from `since` on (the count at `since` is the
+    /// last one seen before it).
+    pub fn min_ready_since(&self, since: Instant) -> usize {
+        let samples = self.samples();
+        let before = samples.iter().rev().find(|s| s.at <= since).map(|s| s.ready);
+        let after = samples.iter().filter(|s| s.at > since).map(|s| s.ready);
+        before.into_iter().chain(after).min().unwrap_or(0)
+    }
+
     /// The lowest ready count seen since the watcher started.
     pub fn min_ready(&self) -> usize {
         self.samples().iter().map(|s| s.ready).min().unwrap_or(0)
