@@ -8,5 +8,5 @@ pub mod v1beta1;
 
 /// Every CRD the operator serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![v1beta1::Mattermost::crd()]
+    vec![v1beta1::Mattermost::crd(), v1alpha1::ClusterInstallation::crd()]
 }

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod cli;
 pub mod controller;
+pub mod convert;
 pub mod crd;
 pub mod desired;
 pub mod http;

@@ -14,6 +14,7 @@ async fn go_style_manifests_are_accepted_and_invalid_ones_rejected_with_a_messag
     let env = common::env_without_operator("mm-crd").await;
     env.apply(include_str!("fixtures/go-docs-examples.yaml")).await;
     env.apply(include_str!("fixtures/mattermost-external.yaml")).await;
+    env.apply(include_str!("fixtures/clusterinstallation.yaml")).await;
 
     let api: Api<Mattermost> = env.api();
     let dry = PostParams {
