@@ -16,6 +16,8 @@ use serde_json::Value;
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "mattermost-operator";
+/// Annotation the Go operator's object matcher left on every child it wrote.
+pub const GO_LAST_APPLIED: &str = "mattermost.com/last-applied";
 /// Hash of the desired object last applied; a different hash means the desired state changed.
 pub const HASH_ANNOTATION: &str = "installation.mattermost.com/applied-hash";
 
@@ -145,6 +147,18 @@ where
     if let Some(live) = &live {
         if !is_ours(live) {
             return Err(ApplyError::Conflict { kind, name });
+        }
+        if live.annotations().contains_key(GO_LAST_APPLIED) {
+            // Adopted from the Go operator: its object-matcher state is stale from now on.
+            let patch = serde_json::json!({"metadata": {"annotations": {GO_LAST_APPLIED: null}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| ApplyError::Api {
+                    verb: "patch",
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    source: Box::new(source),
+                })?;
         }
         if live.annotations().get(HASH_ANNOTATION) == Some(&hash) && matches(&desired, live)? {
             return Ok(Applied::Unchanged);

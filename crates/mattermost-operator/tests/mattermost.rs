@@ -332,6 +332,17 @@ async fn foreign_objects_with_colliding_names_are_never_touched() {
     .unwrap();
     let ings: Api<Ingress> = env.api();
     let created = ings.create(&PostParams::default(), &ing).await.unwrap();
+    // A cluster-scoped object with the installation's name is never touched either.
+    let classes: Api<k8s_openapi::api::networking::v1::IngressClass> = Api::all(env.client.clone());
+    // Named like the installation, as the Go operator's ALB IngressClass was (G15).
+    let class_name = NAME.to_owned();
+    let _ = classes.delete(&class_name, &DeleteParams::default()).await;
+    let class: k8s_openapi::api::networking::v1::IngressClass = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class_name}, "spec": {"controller": "example.com/foreign"}
+    }))
+    .unwrap();
+    let class = classes.create(&PostParams::default(), &class).await.unwrap();
     env.apply(FULL).await;
     let mm = env
         .wait_condition(NAME, "Degraded", "True", Some("ChildNameConflict"))
@@ -351,6 +362,15 @@ async fn foreign_objects_with_colliding_names_are_never_touched() {
         after.metadata.resource_version, created.metadata.resource_version,
         "foreign Ingress untouched"
     );
+    let class_after = classes.get(&class_name).await.unwrap();
+    assert_eq!(
+        class_after.metadata.resource_version,
+        class.metadata.resource_version
+    );
+    classes
+        .delete(&class_name, &DeleteParams::default())
+        .await
+        .unwrap();
     env.cleanup().await;
 }
 
@@ -462,5 +482,46 @@ async fn version_change_runs_the_update_job_first_and_a_failed_job_blocks_the_ro
     // Setting the version back recovers.
     env.patch_spec(NAME, json!({"version": "9.11.1"})).await;
     env.wait_state(NAME, "stable").await;
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn local_file_store_claim_survives_deletion_of_the_installation() {
+    let env = env("mm-pvc").await;
+    env.apply(SECRETS).await;
+    env.apply(
+        r#"apiVersion: installation.mattermost.com/v1beta1
+kind: Mattermost
+metadata: {name: local}
+spec:
+  replicas: 1
+  ingressName: local.example.test
+  database: {external: {secret: db-credentials}}
+  fileStore: {local: {enabled: true, storageSize: 1Gi, accessModes: [ReadWriteOnce]}}
+"#,
+    )
+    .await;
+    env.wait_state("local", "stable").await;
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = env.api();
+    let pvc = pvcs.get("local").await.unwrap();
+    assert!(pvc.owner_references().is_empty(), "retained: no owner reference");
+    let dep: Deployment = env.api().get("local").await.unwrap();
+    let vols = dep.spec.unwrap().template.spec.unwrap().volumes.unwrap();
+    assert_eq!(
+        vols[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+        "local"
+    );
+
+    let mms: Api<Mattermost> = env.api();
+    mms.delete("local", &DeleteParams::foreground()).await.unwrap();
+    let deps: Api<Deployment> = env.api();
+    wait_until("deployment collected", TIMEOUT, || async {
+        deps.get_opt("local").await.unwrap().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    let after = pvcs.get("local").await.unwrap();
+    assert_eq!(after.uid(), pvc.uid(), "the data survives");
+    assert!(after.metadata.deletion_timestamp.is_none());
     env.cleanup().await;
 }

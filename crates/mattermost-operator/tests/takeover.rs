@@ -90,7 +90,12 @@ async fn go_operator_installation_is_adopted_without_new_replicaset_or_pod_resta
             .contains_key("installation.mattermost.com/applied-hash"),
         "now applied by us"
     );
+    assert!(
+        !after.annotations().contains_key("mattermost.com/last-applied"),
+        "stale Go annotation removed"
+    );
     let svc: Service = env.api().get(NAME).await.unwrap();
+    assert!(!svc.annotations().contains_key("mattermost.com/last-applied"));
     let spec = svc.spec.unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "immutable field kept");
     assert_ne!(
