@@ -45,6 +45,12 @@ impl Env {
 
     /// Starts (or restarts) the operator for this namespace.
     pub fn start_operator(&mut self) {
+        let client = self.client.clone();
+        self.start_operator_as(client);
+    }
+
+    /// Starts (or restarts) the operator for this namespace with its own client (credentials).
+    pub fn start_operator_as(&mut self, client: Client) {
         self.stop_operator();
         let settings = Settings {
             namespace: Some(self.name.clone()),
@@ -54,7 +60,6 @@ impl Env {
             requeue_on_limit_delay: Duration::from_secs(2),
         };
         let metrics = Arc::new(Metrics::new(&["mattermost"], 4));
-        let client = self.client.clone();
         self.operator = Some(tokio::spawn(controller::run(client, settings, metrics, || {})));
     }
 
