@@ -214,7 +214,7 @@ pub async fn run(
         }
     });
 
-    controller
+    let mattermost = controller
         .owns_stream(dep_stream)
         .owns_stream(svc_stream)
         .owns_stream(ing_stream)
@@ -238,6 +238,7 @@ pub async fn run(
             if let Err(e) = res {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    let legacy = crate::legacy::run(client.clone(), settings.namespace.clone(), settings.concurrency);
+    futures::future::join(mattermost, legacy).await;
 }

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod crd;
 pub mod desired;
 pub mod http;
+pub mod legacy;
 pub mod metrics;
 pub mod observe;
 pub mod preflight;

@@ -1,0 +1,453 @@
+//! The legacy `ClusterInstallation` (v1alpha1): keeps existing installations running (Service,
+//! Ingress, ServiceAccount, Deployment with the v1alpha1 labels and selector) and migrates them to
+//! `Mattermost` when `spec.migrate: true`, with zero downtime.
+//!
+//! Migration is a resumable state machine recorded in `status.migration.status`; every step is
+//! derived from what exists, so an operator restart at any point resumes it:
+//! orphan-delete the old Deployment (its ReplicaSet keeps serving) → create the new Deployment
+//! (same name, v1beta1 selector) → wait until its pods are Ready → create the `Mattermost` and hand
+//! it every child (owner references, secrets included, so garbage collection deletes nothing) →
+//! wait until it is `stable` (its Service now selects the new pods) → delete the old ReplicaSets
+//! and the `ClusterInstallation`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use mattermost_api::v1alpha1::{ClusterInstallation, ClusterInstallationStatus, MigrationStatus};
+use mattermost_api::v1beta1::Mattermost;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::apply::{self, FIELD_MANAGER};
+use crate::convert::convert;
+use crate::desired::labels::{INSTALLATION_LABEL, RESOURCE_LABEL};
+use crate::desired::names::Names;
+use crate::desired::{self, Inputs};
+use crate::observe;
+
+/// v1alpha1 label naming the installation.
+pub const LEGACY_INSTALLATION_LABEL: &str = "v1alpha1.mattermost.com/installation";
+/// v1alpha1 label naming the resource.
+pub const LEGACY_RESOURCE_LABEL: &str = "v1alpha1.mattermost.com/resource";
+const REQUEUE: Duration = Duration::from_secs(5);
+
+/// Migration steps, as recorded in `status.migration.status`.
+pub mod step {
+    /// The old Deployment is being deleted with orphan propagation.
+    pub const ORPHANING: &str = "OrphaningDeployment";
+    /// The new Deployment's pods are starting.
+    pub const NEW_DEPLOYMENT: &str = "WaitingForNewPods";
+    /// The `Mattermost` exists and takes over.
+    pub const HANDOVER: &str = "WaitingForMattermost";
+    /// Old ReplicaSets and the `ClusterInstallation` are being deleted.
+    pub const CLEANUP: &str = "CleaningUp";
+    /// Refused; see `migration.error`.
+    pub const REFUSED: &str = "Refused";
+}
+
+/// Errors of the legacy controller; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    /// Applying a child failed.
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    /// The object has no namespace/uid.
+    #[error("object without {0}")]
+    MissingMetadata(&'static str),
+}
+
+struct Ctx {
+    client: Client,
+    recorder: Recorder,
+}
+
+/// Rewrites the v1beta1 label keys to the v1alpha1 ones (selectors included).
+fn relabel(labels: &mut BTreeMap<String, String>) {
+    for (from, to) in [
+        (INSTALLATION_LABEL, LEGACY_INSTALLATION_LABEL),
+        (RESOURCE_LABEL, LEGACY_RESOURCE_LABEL),
+    ] {
+        if let Some(v) = labels.remove(from) {
+            labels.insert(to.to_owned(), v);
+        }
+    }
+}
+
+fn ci_owner(ci: &ClusterInstallation) -> Option<Vec<OwnerReference>> {
+    ci.controller_owner_ref(&()).map(|r| vec![r])
+}
+
+/// The `Mattermost` equivalent of `ci` (same name, namespace and uid, for building children).
+fn as_mattermost(ci: &ClusterInstallation) -> Result<Mattermost, crate::convert::ConversionError> {
+    let mut mm = Mattermost::new(&ci.name_any(), convert(&ci.spec)?);
+    mm.metadata.namespace = ci.namespace();
+    mm.metadata.uid = ci.uid();
+    Ok(mm)
+}
+
+/// The legacy children: Service, ServiceAccount, Ingress, Deployment with v1alpha1 labels.
+fn legacy_children(
+    ci: &ClusterInstallation,
+    mm: &Mattermost,
+    inputs: &Inputs,
+) -> (Service, Option<ServiceAccount>, Option<Ingress>, Deployment) {
+    let names = Names::of(mm);
+    let owner = ci_owner(ci);
+    let mut svc = desired::service::app_service(mm, &names);
+    let mut sa = desired::service_account::service_account(mm, &names);
+    let mut ing = desired::ingress::ingress(mm, &names);
+    let mut dep = desired::deployment::deployment(mm, &names, inputs);
+    for meta in [&mut svc.metadata, &mut dep.metadata]
+        .into_iter()
+        .chain(sa.as_mut().map(|s| &mut s.metadata))
+        .chain(ing.as_mut().map(|i| &mut i.metadata))
+    {
+        meta.owner_references = owner.clone();
+        if let Some(l) = meta.labels.as_mut() {
+            relabel(l);
+        }
+    }
+    if let Some(sel) = svc.spec.as_mut().and_then(|s| s.selector.as_mut()) {
+        relabel(sel);
+    }
+    if let Some(spec) = dep.spec.as_mut() {
+        if let Some(l) = spec.selector.match_labels.as_mut() {
+            relabel(l);
+        }
+        if let Some(l) = spec.template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+            relabel(l);
+        }
+        if let Some(p) = spec.template.spec.as_mut() {
+            p.topology_spread_constraints = None;
+        }
+    }
+    (svc, sa, ing, dep)
+}
+
+fn is_legacy(dep: &Deployment) -> bool {
+    let sel = dep.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref());
+    sel.is_some_and(|l| l.contains_key(LEGACY_INSTALLATION_LABEL))
+}
+
+fn available(dep: &Deployment) -> i32 {
+    dep.status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0)
+}
+
+async fn write_status(
+    api: &Api<ClusterInstallation>,
+    ci: &ClusterInstallation,
+    status: ClusterInstallationStatus,
+) -> Result<(), Error> {
+    if ci.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let body =
+        json!({"apiVersion": "mattermost.com/v1alpha1", "kind": "ClusterInstallation", "status": status});
+    api.patch_status(
+        &ci.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn event(ctx: &Ctx, ci: &ClusterInstallation, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Migrate".to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &ci.object_ref(&())).await {
+        warn!(error = %e, "publishing event failed");
+    }
+}
+
+async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if ci.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = ci.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let api: Api<ClusterInstallation> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut status = ci.status.clone().unwrap_or_default();
+    let mm = match as_mattermost(&ci) {
+        Ok(mm) => mm,
+        Err(e) => {
+            // Not something this operator runs (blue-green, canary, operator-managed backends).
+            let refused = MigrationStatus {
+                status: Some(step::REFUSED.to_owned()),
+                error: Some(e.to_string()),
+            };
+            if ci.spec.migrate.unwrap_or(false) && status.migration.as_ref() != Some(&refused) {
+                event(&ctx, &ci, EventType::Warning, "MigrationRefused", e.to_string()).await;
+            }
+            status.migration = ci.spec.migrate.unwrap_or(false).then_some(refused);
+            status.state = Some("reconciling".to_owned());
+            write_status(&api, &ci, status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let observed = observe::observe(&ctx.client, &ns, &mm.spec).await;
+    if ci.spec.migrate.unwrap_or(false) {
+        return migrate(&ci, &mm, &observed.inputs, &ctx, &api, status).await;
+    }
+    if let Some(e) = observed.first_error() {
+        status.state = Some("reconciling".to_owned());
+        status.migration = None;
+        warn!(error = %e, "legacy installation not reconciled");
+        write_status(&api, &ci, status).await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    let uid = ci.uid().ok_or(Error::MissingMetadata("uid"))?;
+    let (svc, sa, ing, dep) = legacy_children(&ci, &mm, &observed.inputs);
+    if let Some(sa) = sa {
+        apply::ensure(&ctx.client, None, sa, &uid).await?;
+    }
+    apply::ensure(&ctx.client, None, svc, &uid).await?;
+    if let Some(ing) = ing {
+        apply::ensure(&ctx.client, None, ing, &uid).await?;
+    }
+    let live = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&ci.name_any())
+        .await?;
+    if live.is_some_and(|d| !is_legacy(&d)) {
+        // A Deployment with the new selector (a migration was reverted): it must go before the
+        // legacy one can come back under the same name.
+        return Ok(Action::requeue(REQUEUE));
+    }
+    apply::ensure(&ctx.client, None, dep, &uid).await?;
+    let live = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&ci.name_any())
+        .await?;
+    let want = mm.spec.effective_replicas();
+    let ready = live.as_ref().map(available).unwrap_or(0);
+    status.state = Some(if ready == want { "stable" } else { "reconciling" }.to_owned());
+    status.replicas = live.as_ref().and_then(|d| d.status.as_ref()?.replicas);
+    status.updated_replicas = live.as_ref().and_then(|d| d.status.as_ref()?.updated_replicas);
+    status.image = Some(mm.spec.image().to_owned());
+    status.version = Some(mm.spec.version().to_owned());
+    status.endpoint = Some(mm.spec.ingress_host().unwrap_or("not available").to_owned());
+    status.migration = None;
+    write_status(&api, &ci, status).await?;
+    Ok(if ready == want {
+        Action::requeue(Duration::from_secs(300))
+    } else {
+        Action::requeue(REQUEUE)
+    })
+}
+
+/// One pass of the migration state machine.
+async fn migrate(
+    ci: &ClusterInstallation,
+    mm: &Mattermost,
+    inputs: &Inputs,
+    ctx: &Ctx,
+    api: &Api<ClusterInstallation>,
+    mut status: ClusterInstallationStatus,
+) -> Result<Action, Error> {
+    let ns = ci.namespace().unwrap_or_default();
+    let name = ci.name_any();
+    let client = &ctx.client;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mms: Api<Mattermost> = Api::namespaced(client.clone(), &ns);
+    let set_step = |status: &mut ClusterInstallationStatus, step: &str| {
+        status.migration = Some(MigrationStatus {
+            status: Some(step.to_owned()),
+            error: None,
+        });
+    };
+    let before = status.migration.as_ref().and_then(|m| m.status.clone());
+
+    let live_mm = mms.get_opt(&name).await?;
+    let live_dep = deps.get_opt(&name).await?;
+    let step = if let Some(mm_live) = &live_mm {
+        let st = mm_live.status.as_ref();
+        let stable = st.and_then(|s| s.state.as_deref()) == Some("stable")
+            && st.and_then(|s| s.observed_generation) == mm_live.metadata.generation;
+        if stable {
+            // Cleanup: old ReplicaSets (orphans with the v1alpha1 labels), then the ClusterInstallation.
+            let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+            let lp = ListParams::default().labels(&format!("{LEGACY_INSTALLATION_LABEL}={name}"));
+            for rs in sets
+                .list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .filter(|r| r.owner_references().is_empty())
+            {
+                sets.delete(&rs.name_any(), &DeleteParams::background()).await?;
+            }
+            set_step(&mut status, step::CLEANUP);
+            write_status(api, ci, status).await?;
+            api.delete(&name, &DeleteParams::background()).await?;
+            info!(name, "migration complete");
+            event(
+                ctx,
+                ci,
+                EventType::Normal,
+                "Migrated",
+                format!("migrated to Mattermost {name}"),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        hand_over(ci, mm_live, client, &ns).await?;
+        step::HANDOVER
+    } else {
+        match &live_dep {
+            Some(d) if is_legacy(d) => {
+                if d.meta().deletion_timestamp.is_none() {
+                    deps.delete(
+                        &name,
+                        &DeleteParams {
+                            propagation_policy: Some(PropagationPolicy::Orphan),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                }
+                step::ORPHANING
+            }
+            None => {
+                // The new Deployment: same name, v1beta1 selector and labels, built exactly as the
+                // Mattermost controller will, so adopting it later changes nothing.
+                let names = Names::of(mm);
+                let mut dep = desired::deployment::deployment(mm, &names, inputs);
+                dep.metadata.owner_references = ci_owner(ci);
+                deps.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&dep),
+                )
+                .await?;
+                step::NEW_DEPLOYMENT
+            }
+            Some(d) if d.meta().deletion_timestamp.is_some() => step::ORPHANING,
+            Some(d) => {
+                let want = mm.spec.effective_replicas();
+                if available(d) >= want {
+                    let mut new_mm = Mattermost::new(&name, mm.spec.clone());
+                    new_mm.metadata.labels = ci.metadata.labels.clone();
+                    let created = mms.create(&PostParams::default(), &new_mm).await?;
+                    hand_over(ci, &created, client, &ns).await?;
+                    event(
+                        ctx,
+                        ci,
+                        EventType::Normal,
+                        "MattermostCreated",
+                        format!("created Mattermost {name}"),
+                    )
+                    .await;
+                    step::HANDOVER
+                } else {
+                    step::NEW_DEPLOYMENT
+                }
+            }
+        }
+    };
+    if before.as_deref() != Some(step) {
+        info!(name, step, "migration step");
+        event(ctx, ci, EventType::Normal, "MigrationStep", step.to_owned()).await;
+    }
+    set_step(&mut status, step);
+    status.state = Some("reconciling".to_owned());
+    write_status(api, ci, status).await?;
+    Ok(Action::requeue(REQUEUE))
+}
+
+/// Moves every object the ClusterInstallation controls to the Mattermost: the new Deployment,
+/// Service, Ingress, ServiceAccount and Secrets (so garbage collection of the old resource deletes
+/// none of them).
+async fn hand_over(
+    ci: &ClusterInstallation,
+    mm: &Mattermost,
+    client: &Client,
+    ns: &str,
+) -> Result<(), Error> {
+    let (Some(ci_uid), Some(mm_ref)) = (ci.uid(), mm.controller_owner_ref(&())) else {
+        return Ok(());
+    };
+    async fn move_owner<K>(api: Api<K>, ci_uid: &str, mm_ref: &OwnerReference) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        for obj in api.list(&ListParams::default()).await?.items {
+            if !obj.owner_references().iter().any(|o| o.uid == ci_uid) {
+                continue;
+            }
+            let mut refs: Vec<OwnerReference> = obj
+                .owner_references()
+                .iter()
+                .filter(|o| o.uid != ci_uid)
+                .cloned()
+                .collect();
+            refs.push(mm_ref.clone());
+            let patch = json!({"metadata": {"ownerReferences": refs}});
+            api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Ok(())
+    }
+    move_owner(
+        Api::<Deployment>::namespaced(client.clone(), ns),
+        &ci_uid,
+        &mm_ref,
+    )
+    .await?;
+    move_owner(Api::<Service>::namespaced(client.clone(), ns), &ci_uid, &mm_ref).await?;
+    move_owner(Api::<Ingress>::namespaced(client.clone(), ns), &ci_uid, &mm_ref).await?;
+    move_owner(
+        Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        &ci_uid,
+        &mm_ref,
+    )
+    .await?;
+    move_owner(Api::<Secret>::namespaced(client.clone(), ns), &ci_uid, &mm_ref).await?;
+    Ok(())
+}
+
+fn error_policy(_ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    warn!(error = %err, "legacy reconcile failed");
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Runs the ClusterInstallation controller until shutdown.
+pub async fn run(client: Client, namespace: Option<String>, concurrency: u16) {
+    let api: Api<ClusterInstallation> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let reporter = kube::runtime::events::Reporter {
+        controller: "mattermost-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+    });
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
