@@ -41,6 +41,12 @@ pub const LEGACY_INSTALLATION_LABEL: &str = "v1alpha1.mattermost.com/installatio
 /// v1alpha1 label naming the resource.
 pub const LEGACY_RESOURCE_LABEL: &str = "v1alpha1.mattermost.com/resource";
 const REQUEUE: Duration = Duration::from_secs(5);
+/// Annotation on a `Mattermost` created by a migration: the uid of its `ClusterInstallation`.
+pub const MIGRATED_FROM: &str = "installation.mattermost.com/migrated-from";
+
+fn migrated_from(mm: &Mattermost) -> Option<&str> {
+    mm.annotations().get(MIGRATED_FROM).map(String::as_str)
+}
 
 /// Migration steps, as recorded in `status.migration.status`.
 pub mod step {
@@ -218,6 +224,27 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
     let uid = ci.uid().ok_or(Error::MissingMetadata("uid"))?;
+    // Revert of an unfinished migration: take every child back from the Mattermost this
+    // migration created before deleting it, so garbage collection removes nothing that serves.
+    let mms: Api<Mattermost> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(created) = mms
+        .get_opt(&ci.name_any())
+        .await?
+        .filter(|m| migrated_from(m) == Some(uid.as_str()))
+    {
+        if let (Some(mm_uid), Some(ci_ref)) = (created.uid(), ci.controller_owner_ref(&())) {
+            move_owners(&ctx.client, &ns, &mm_uid, &ci_ref).await?;
+        }
+        mms.delete(&ci.name_any(), &DeleteParams::background()).await?;
+        event(
+            &ctx,
+            &ci,
+            EventType::Normal,
+            "MigrationReverted",
+            "the Mattermost created by the migration was removed".to_owned(),
+        )
+        .await;
+    }
     let (svc, sa, ing, dep) = legacy_children(&ci, &mm, &observed.inputs);
     if let Some(sa) = sa {
         apply::ensure(&ctx.client, None, sa, &uid).await?;
@@ -229,9 +256,14 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
     let live = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&ci.name_any())
         .await?;
-    if live.is_some_and(|d| !is_legacy(&d)) {
-        // A Deployment with the new selector (a migration was reverted): it must go before the
-        // legacy one can come back under the same name.
+    if let Some(d) = live.filter(|d| !is_legacy(d)) {
+        // The new Deployment of a reverted migration: the Service selects the old pods again, so
+        // it can go; the legacy Deployment then re-adopts the orphaned ReplicaSet.
+        if d.meta().deletion_timestamp.is_none() && apply::is_owned_by(&d, &uid) {
+            Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+                .delete(&d.name_any(), &DeleteParams::background())
+                .await?;
+        }
         return Ok(Action::requeue(REQUEUE));
     }
     apply::ensure(&ctx.client, None, dep, &uid).await?;
@@ -347,6 +379,10 @@ async fn migrate(
                 if available(d) >= want {
                     let mut new_mm = Mattermost::new(&name, mm.spec.clone());
                     new_mm.metadata.labels = ci.metadata.labels.clone();
+                    new_mm.metadata.annotations = Some(BTreeMap::from([(
+                        MIGRATED_FROM.to_owned(),
+                        ci.uid().unwrap_or_default(),
+                    )]));
                     let created = mms.create(&PostParams::default(), &new_mm).await?;
                     hand_over(ci, &created, client, &ns).await?;
                     event(
@@ -383,46 +419,51 @@ async fn hand_over(
     client: &Client,
     ns: &str,
 ) -> Result<(), Error> {
-    let (Some(ci_uid), Some(mm_ref)) = (ci.uid(), mm.controller_owner_ref(&())) else {
-        return Ok(());
-    };
-    async fn move_owner<K>(api: Api<K>, ci_uid: &str, mm_ref: &OwnerReference) -> Result<(), Error>
+    match (ci.uid(), mm.controller_owner_ref(&())) {
+        (Some(ci_uid), Some(mm_ref)) => move_owners(client, ns, &ci_uid, &mm_ref).await,
+        _ => Ok(()),
+    }
+}
+
+/// Replaces the controller reference to `from_uid` by `to` on every child kind and on Secrets.
+async fn move_owners(client: &Client, ns: &str, from_uid: &str, to: &OwnerReference) -> Result<(), Error> {
+    async fn move_kind<K>(api: Api<K>, from_uid: &str, to: &OwnerReference) -> Result<(), Error>
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
         for obj in api.list(&ListParams::default()).await?.items {
-            if !obj.owner_references().iter().any(|o| o.uid == ci_uid) {
+            if !obj.owner_references().iter().any(|o| o.uid == from_uid) {
                 continue;
             }
             let mut refs: Vec<OwnerReference> = obj
                 .owner_references()
                 .iter()
-                .filter(|o| o.uid != ci_uid)
+                .filter(|o| o.uid != from_uid)
                 .cloned()
                 .collect();
-            refs.push(mm_ref.clone());
+            refs.push(to.clone());
             let patch = json!({"metadata": {"ownerReferences": refs}});
             api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
         Ok(())
     }
-    move_owner(
-        Api::<Deployment>::namespaced(client.clone(), ns),
-        &ci_uid,
-        &mm_ref,
-    )
-    .await?;
-    move_owner(Api::<Service>::namespaced(client.clone(), ns), &ci_uid, &mm_ref).await?;
-    move_owner(Api::<Ingress>::namespaced(client.clone(), ns), &ci_uid, &mm_ref).await?;
-    move_owner(
+    move_kind(Api::<Deployment>::namespaced(client.clone(), ns), from_uid, to).await?;
+    move_kind(Api::<Service>::namespaced(client.clone(), ns), from_uid, to).await?;
+    move_kind(Api::<Ingress>::namespaced(client.clone(), ns), from_uid, to).await?;
+    move_kind(
         Api::<ServiceAccount>::namespaced(client.clone(), ns),
-        &ci_uid,
-        &mm_ref,
+        from_uid,
+        to,
     )
     .await?;
-    move_owner(Api::<Secret>::namespaced(client.clone(), ns), &ci_uid, &mm_ref).await?;
-    Ok(())
+    move_kind(Api::<Secret>::namespaced(client.clone(), ns), from_uid, to).await?;
+    move_kind(
+        Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), ns),
+        from_uid,
+        to,
+    )
+    .await
 }
 
 fn error_policy(_ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Action {
