@@ -157,13 +157,18 @@ pub async fn run(
         controller: "mattermost-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // One cap for rollouts and migrations: both double an installation's pods for a while.
+    let slots = Arc::new(RolloutSlots::new(
+        settings.max_rollouts,
+        settings.requeue_on_limit_delay,
+    ));
     let ctx = Arc::new(Context {
         client: client.clone(),
         stores: stores.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
         update_job: settings.update_job,
-        slots: RolloutSlots::new(settings.max_rollouts, settings.requeue_on_limit_delay),
+        slots: slots.clone(),
         blocked: Default::default(),
     });
 
@@ -239,6 +244,11 @@ pub async fn run(
                 tracing::debug!(error = %e, "controller event");
             }
         });
-    let legacy = crate::legacy::run(client.clone(), settings.namespace.clone(), settings.concurrency);
+    let legacy = crate::legacy::run(
+        client.clone(),
+        settings.namespace.clone(),
+        settings.concurrency,
+        slots,
+    );
     futures::future::join(mattermost, legacy).await;
 }

@@ -35,6 +35,7 @@ use crate::desired::labels::{INSTALLATION_LABEL, RESOURCE_LABEL};
 use crate::desired::names::Names;
 use crate::desired::{self, Inputs};
 use crate::observe;
+use crate::reconcile::RolloutSlots;
 
 /// v1alpha1 label naming the installation.
 pub const LEGACY_INSTALLATION_LABEL: &str = "v1alpha1.mattermost.com/installation";
@@ -60,6 +61,8 @@ pub mod step {
     pub const CLEANUP: &str = "CleaningUp";
     /// Refused; see `migration.error`.
     pub const REFUSED: &str = "Refused";
+    /// Waiting for a slot under `MAX_RECONCILING_INSTALLATIONS`.
+    pub const WAITING: &str = "WaitingForSlot";
 }
 
 /// Errors of the legacy controller; retried with backoff.
@@ -79,6 +82,7 @@ pub enum Error {
 struct Ctx {
     client: Client,
     recorder: Recorder,
+    slots: Arc<RolloutSlots>,
 }
 
 /// Rewrites the v1beta1 label keys to the v1alpha1 ones (selectors included).
@@ -308,6 +312,17 @@ async fn migrate(
         });
     };
     let before = status.migration.as_ref().and_then(|m| m.status.clone());
+    // Migrations share the rollout cap; one already under way (e.g. before a restart) keeps going.
+    let slot = format!("migration:{ns}/{name}");
+    let under_way = before
+        .as_deref()
+        .is_some_and(|s| s != step::WAITING && s != step::REFUSED);
+    if !ctx.slots.acquire(&slot, under_way) {
+        set_step(&mut status, step::WAITING);
+        status.state = Some("reconciling".to_owned());
+        write_status(api, ci, status).await?;
+        return Ok(Action::requeue(ctx.slots.retry_after));
+    }
 
     let live_mm = mms.get_opt(&name).await?;
     let live_dep = deps.get_opt(&name).await?;
@@ -331,6 +346,7 @@ async fn migrate(
             set_step(&mut status, step::CLEANUP);
             write_status(api, ci, status).await?;
             api.delete(&name, &DeleteParams::background()).await?;
+            ctx.slots.release(&slot);
             info!(name, "migration complete");
             event(
                 ctx,
@@ -472,7 +488,7 @@ fn error_policy(_ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> A
 }
 
 /// Runs the ClusterInstallation controller until shutdown.
-pub async fn run(client: Client, namespace: Option<String>, concurrency: u16) {
+pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, slots: Arc<RolloutSlots>) {
     let api: Api<ClusterInstallation> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -484,6 +500,7 @@ pub async fn run(client: Client, namespace: Option<String>, concurrency: u16) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
+        slots,
     });
     Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(ControllerConfig::default().concurrency(concurrency))

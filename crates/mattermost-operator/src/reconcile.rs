@@ -132,7 +132,7 @@ pub struct Context {
     /// Update Job settings.
     pub update_job: UpdateJobSettings,
     /// Rollout cap.
-    pub slots: RolloutSlots,
+    pub slots: Arc<RolloutSlots>,
     /// Installations whose upgrade is blocked or failed (for the metric).
     pub blocked: std::sync::Mutex<std::collections::HashSet<String>>,
 }

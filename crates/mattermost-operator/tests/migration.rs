@@ -314,3 +314,103 @@ async fn reverting_before_completion_returns_to_the_legacy_installation_without_
     );
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn fifty_installations_migrate_with_at_most_ten_in_flight() {
+    let mut env = common::env_without_operator("mig-fleet").await;
+    env.max_rollouts = 10;
+    env.start_operator();
+    env.apply(SECRETS).await;
+    let names: Vec<String> = (0..50).map(|i| format!("legacy-{i:02}")).collect();
+    let manifests: Vec<String> = names
+        .iter()
+        .map(|n| {
+            LEGACY
+                .replace("name: mm-legacy", &format!("name: {n}"))
+                .replace("size: 1000users", "replicas: 1\n  resources: {requests: {cpu: 10m, memory: 32Mi}}")
+                .replace("legacy.example.com", &format!("{n}.example.com"))
+        })
+        .collect();
+    env.apply(&manifests.join("\n---\n")).await;
+    let cis: Api<ClusterInstallation> = env.api();
+    wait_until(
+        "all legacy installations stable",
+        std::time::Duration::from_secs(120),
+        || async {
+            let list = cis.list(&ListParams::default()).await.unwrap().items;
+            (list.len() == 50
+                && list
+                    .iter()
+                    .all(|c| c.status.as_ref().and_then(|s| s.state.as_deref()) == Some("stable")))
+            .then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    let t0 = std::time::Instant::now();
+    for n in &names {
+        cis.patch(
+            n,
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"migrate": true}})),
+        )
+        .await
+        .unwrap();
+    }
+    let in_flight_steps = [
+        "OrphaningDeployment",
+        "WaitingForNewPods",
+        "WaitingForMattermost",
+        "CleaningUp",
+    ];
+    let mut started: std::collections::BTreeMap<String, std::time::Duration> = Default::default();
+    let mut finished: std::collections::BTreeMap<String, std::time::Duration> = Default::default();
+    let mut max_in_flight = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(400);
+    while finished.len() < names.len() {
+        let list = cis.list(&ListParams::default()).await.unwrap().items;
+        let mut in_flight = 0;
+        for ci in &list {
+            if step(ci).is_some_and(|s| in_flight_steps.contains(&s.as_str())) {
+                in_flight += 1;
+                started.entry(ci.name_any()).or_insert(t0.elapsed());
+            }
+        }
+        max_in_flight = max_in_flight.max(in_flight);
+        for n in &names {
+            if !list.iter().any(|c| &c.name_any() == n) {
+                finished.entry(n.clone()).or_insert(t0.elapsed());
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of 50 migrated",
+            finished.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let total = t0.elapsed();
+    let mut durations: Vec<f64> = names
+        .iter()
+        .filter_map(|n| Some(finished.get(n)?.as_secs_f64() - started.get(n)?.as_secs_f64()))
+        .collect();
+    durations.sort_by(f64::total_cmp);
+    let median = durations.get(durations.len() / 2).copied().unwrap_or_default();
+    println!(
+        "50 migrations, cap 10: total {total:?}, per-installation median {median:.1}s, at most {max_in_flight} in flight"
+    );
+    assert!(max_in_flight <= 10, "{max_in_flight} migrations in flight");
+    let mms: Api<Mattermost> = env.api();
+    wait_until("all Mattermost stable", TIMEOUT, || async {
+        let list = mms.list(&ListParams::default()).await.unwrap().items;
+        (list.len() == 50
+            && list
+                .iter()
+                .all(|m| m.status.as_ref().and_then(|s| s.state.as_deref()) == Some("stable")))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+    env.cleanup().await;
+}
