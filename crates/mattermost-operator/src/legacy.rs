@@ -148,6 +148,24 @@ fn legacy_children(
     (svc, sa, ing, dep)
 }
 
+/// The `Reconciled` condition (transition time kept unless the status flips).
+fn set_reconciled(
+    status: &mut ClusterInstallationStatus,
+    generation: Option<i64>,
+    result: Result<(), (&str, String)>,
+) {
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let c = match result {
+        Ok(()) => {
+            crate::status::conditions::condition("Reconciled", true, "Reconciled", "", generation, &now)
+        }
+        Err((reason, message)) => {
+            crate::status::conditions::condition("Reconciled", false, reason, message, generation, &now)
+        }
+    };
+    crate::status::conditions::upsert(&mut status.conditions, c);
+}
+
 fn is_legacy(dep: &Deployment) -> bool {
     let sel = dep.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref());
     sel.is_some_and(|l| l.contains_key(LEGACY_INSTALLATION_LABEL))
@@ -212,6 +230,11 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
             }
             status.migration = ci.spec.migrate.unwrap_or(false).then_some(refused);
             status.state = Some("reconciling".to_owned());
+            set_reconciled(
+                &mut status,
+                ci.metadata.generation,
+                Err(("NotSupported", e.to_string())),
+            );
             write_status(&api, &ci, status).await?;
             return Ok(Action::await_change());
         }
@@ -223,6 +246,11 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
     if let Some(e) = observed.first_error() {
         status.state = Some("reconciling".to_owned());
         status.migration = None;
+        set_reconciled(
+            &mut status,
+            ci.metadata.generation,
+            Err((e.reason(), e.to_string())),
+        );
         warn!(error = %e, "legacy installation not reconciled");
         write_status(&api, &ci, status).await?;
         return Ok(Action::requeue(Duration::from_secs(60)));
@@ -283,6 +311,8 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
     status.version = Some(mm.spec.version().to_owned());
     status.endpoint = Some(mm.spec.ingress_host().unwrap_or("not available").to_owned());
     status.migration = None;
+    crate::status::conditions::remove(&mut status.conditions, "Migrating");
+    set_reconciled(&mut status, ci.metadata.generation, Ok(()));
     write_status(&api, &ci, status).await?;
     Ok(if ready == want {
         Action::requeue(Duration::from_secs(300))
@@ -422,6 +452,12 @@ async fn migrate(
     }
     set_step(&mut status, step);
     status.state = Some("reconciling".to_owned());
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let msg = format!("migrating to Mattermost {name}: {step}");
+    crate::status::conditions::upsert(
+        &mut status.conditions,
+        crate::status::conditions::condition("Migrating", true, step, msg, ci.metadata.generation, &now),
+    );
     write_status(api, ci, status).await?;
     Ok(Action::requeue(REQUEUE))
 }

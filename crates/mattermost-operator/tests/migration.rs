@@ -133,8 +133,18 @@ async fn non_convertible_installations_are_refused_with_the_reason() {
     })
     .await
     .unwrap();
-    let error = ci.status.unwrap().migration.unwrap().error.unwrap();
+    let status = ci.status.unwrap();
+    let error = status.migration.unwrap().error.unwrap();
     assert!(error.contains("spec.blueGreen"), "{error}");
+    let cond = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Reconciled")
+        .unwrap();
+    assert_eq!(
+        (cond.status.as_str(), cond.reason.as_str()),
+        ("False", "NotSupported")
+    );
     let mms: Api<Mattermost> = env.api();
     assert!(mms.get_opt(NAME).await.unwrap().is_none());
     env.cleanup().await;
@@ -327,7 +337,10 @@ async fn fifty_installations_migrate_with_at_most_ten_in_flight() {
         .map(|n| {
             LEGACY
                 .replace("name: mm-legacy", &format!("name: {n}"))
-                .replace("size: 1000users", "replicas: 1\n  resources: {requests: {cpu: 10m, memory: 32Mi}}")
+                .replace(
+                    "size: 1000users",
+                    "replicas: 1\n  resources: {requests: {cpu: 10m, memory: 32Mi}}",
+                )
                 .replace("legacy.example.com", &format!("{n}.example.com"))
         })
         .collect();

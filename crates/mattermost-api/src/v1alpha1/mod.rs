@@ -264,6 +264,11 @@ pub struct ClusterInstallationStatus {
     /// Migration progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationStatus>,
+    /// Standard conditions (an addition): `Reconciled` says whether this operator runs the
+    /// installation and, if not, why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 }
 
 /// Migration progress.
