@@ -44,6 +44,47 @@ pub const LEGACY_RESOURCE_LABEL: &str = "v1alpha1.mattermost.com/resource";
 const REQUEUE: Duration = Duration::from_secs(5);
 /// Annotation on a `Mattermost` created by a migration: the uid of its `ClusterInstallation`.
 pub const MIGRATED_FROM: &str = "installation.mattermost.com/migrated-from";
+/// Finalizer on a `Mattermost` while its migration is unfinished: deleting it then reverts the
+/// migration (children go back to the `ClusterInstallation`) instead of garbage-collecting them.
+pub const MIGRATION_FINALIZER: &str = "installation.mattermost.com/migration";
+
+/// Removes the migration finalizer from `mm`.
+pub(crate) async fn release_finalizer(client: &Client, mm: &Mattermost) -> Result<(), Error> {
+    if !mm.finalizers().iter().any(|f| f == MIGRATION_FINALIZER) {
+        return Ok(());
+    }
+    let rest: Vec<&String> = mm
+        .finalizers()
+        .iter()
+        .filter(|f| *f != MIGRATION_FINALIZER)
+        .collect();
+    let api: Api<Mattermost> = Api::namespaced(client.clone(), &mm.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": mm.resource_version()}});
+    api.patch(&mm.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// A `Mattermost` created by an unfinished migration is being deleted: hand its children back to
+/// the `ClusterInstallation` and stop the migration, then let the deletion proceed.
+pub async fn revert_on_delete(client: &Client, mm: &Mattermost) -> Result<(), Error> {
+    let ns = mm.namespace().unwrap_or_default();
+    let cis: Api<ClusterInstallation> = Api::namespaced(client.clone(), &ns);
+    if let Some(ci) = cis
+        .get_opt(&mm.name_any())
+        .await?
+        .filter(|c| c.uid().as_deref() == migrated_from(mm))
+    {
+        // Stop the migration first, so that it does not hand the children over again.
+        let patch = json!({"spec": {"migrate": false}});
+        cis.patch(&ci.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        if let (Some(mm_uid), Some(ci_ref)) = (mm.uid(), ci.controller_owner_ref(&())) {
+            move_owners(client, &ns, &mm_uid, &ci_ref).await?;
+        }
+    }
+    release_finalizer(client, mm).await
+}
 
 fn migrated_from(mm: &Mattermost) -> Option<&str> {
     mm.annotations().get(MIGRATED_FROM).map(String::as_str)
@@ -267,6 +308,7 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
         if let (Some(mm_uid), Some(ci_ref)) = (created.uid(), ci.controller_owner_ref(&())) {
             move_owners(&ctx.client, &ns, &mm_uid, &ci_ref).await?;
         }
+        release_finalizer(&ctx.client, &created).await?;
         mms.delete(&ci.name_any(), &DeleteParams::background()).await?;
         event(
             &ctx,
@@ -356,6 +398,13 @@ async fn migrate(
 
     let live_mm = mms.get_opt(&name).await?;
     let live_dep = deps.get_opt(&name).await?;
+    if live_mm
+        .as_ref()
+        .is_some_and(|m| m.meta().deletion_timestamp.is_some())
+    {
+        // The Mattermost is being deleted: that is a revert, handled by its finalizer.
+        return Ok(Action::requeue(REQUEUE));
+    }
     let step = if let Some(mm_live) = &live_mm {
         let st = mm_live.status.as_ref();
         let stable = st.and_then(|s| s.state.as_deref()) == Some("stable")
@@ -375,6 +424,7 @@ async fn migrate(
             }
             set_step(&mut status, step::CLEANUP);
             write_status(api, ci, status).await?;
+            release_finalizer(client, mm_live).await?;
             api.delete(&name, &DeleteParams::background()).await?;
             ctx.slots.release(&slot);
             info!(name, "migration complete");
@@ -425,6 +475,7 @@ async fn migrate(
                 if available(d) >= want {
                     let mut new_mm = Mattermost::new(&name, mm.spec.clone());
                     new_mm.metadata.labels = ci.metadata.labels.clone();
+                    new_mm.metadata.finalizers = Some(vec![MIGRATION_FINALIZER.to_owned()]);
                     new_mm.metadata.annotations = Some(BTreeMap::from([(
                         MIGRATED_FROM.to_owned(),
                         ci.uid().unwrap_or_default(),
@@ -478,7 +529,12 @@ async fn hand_over(
 }
 
 /// Replaces the controller reference to `from_uid` by `to` on every child kind and on Secrets.
-async fn move_owners(client: &Client, ns: &str, from_uid: &str, to: &OwnerReference) -> Result<(), Error> {
+pub(crate) async fn move_owners(
+    client: &Client,
+    ns: &str,
+    from_uid: &str,
+    to: &OwnerReference,
+) -> Result<(), Error> {
     async fn move_kind<K>(api: Api<K>, from_uid: &str, to: &OwnerReference) -> Result<(), Error>
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,

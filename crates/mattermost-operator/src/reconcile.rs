@@ -149,6 +149,9 @@ pub enum Error {
     /// Writing the status failed.
     #[error("writing status: {0}")]
     Status(#[source] Box<kube::Error>),
+    /// Handing children back during a migration revert failed.
+    #[error("migration revert: {0}")]
+    Migration(String),
 }
 
 impl Error {
@@ -158,6 +161,7 @@ impl Error {
             Error::MissingMetadata(_) => "InternalError",
             Error::Config(e) => e.reason(),
             Error::Status(_) => "StatusWriteFailed",
+            Error::Migration(_) => "MigrationRevertFailed",
         }
     }
 }
@@ -195,6 +199,15 @@ pub fn error_policy(mm: Arc<Mattermost>, err: &Error, _ctx: Arc<Context>) -> Act
 #[instrument(skip_all, fields(name = %mm.name_any(), namespace = mm.namespace().unwrap_or_default()))]
 async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error> {
     if mm.meta().deletion_timestamp.is_some() {
+        if mm
+            .finalizers()
+            .iter()
+            .any(|f| f == crate::legacy::MIGRATION_FINALIZER)
+        {
+            crate::legacy::revert_on_delete(&ctx.client, mm)
+                .await
+                .map_err(|e| Error::Migration(e.to_string()))?;
+        }
         return Ok(Action::await_change());
     }
     let ns = mm.namespace().ok_or(Error::MissingMetadata("namespace"))?;

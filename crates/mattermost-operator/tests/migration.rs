@@ -427,3 +427,55 @@ async fn fifty_installations_migrate_with_at_most_ten_in_flight() {
     .unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn deleting_the_new_mattermost_before_completion_reverts_instead_of_deleting_children() {
+    let env = env("mig-delete").await;
+    env.apply(SECRETS).await;
+    env.apply(LEGACY).await;
+    wait_legacy_stable(&env).await;
+    let watcher = EndpointWatcher::start(&env.client, env.name(), NAME)
+        .await
+        .unwrap();
+    wait_until("2 ready endpoints", TIMEOUT, || async {
+        (watcher.current() == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    let cis: Api<ClusterInstallation> = env.api();
+    let mms: Api<Mattermost> = env.api();
+    let t0 = std::time::Instant::now();
+    cis.patch(
+        NAME,
+        &Default::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"migrate": true}})),
+    )
+    .await
+    .unwrap();
+    wait_until("Mattermost created", TIMEOUT, || async {
+        mms.get_opt(NAME).await.unwrap().map(|_| ())
+    })
+    .await
+    .unwrap();
+    mms.delete(NAME, &Default::default()).await.unwrap();
+    wait_until("Mattermost gone", TIMEOUT, || async {
+        mms.get_opt(NAME).await.unwrap().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    wait_legacy_stable(&env).await;
+    let ci = cis.get(NAME).await.unwrap();
+    assert_eq!(ci.spec.migrate, Some(false), "the deletion stopped the migration");
+    let svc: Service = env.api().get(NAME).await.unwrap();
+    assert!(
+        owned_by(&svc, &ci.uid().unwrap()),
+        "the Service was handed back, not deleted"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        watcher.min_ready_since(t0) >= 2,
+        "ready endpoints dropped: {:?}",
+        watcher.history()
+    );
+    env.cleanup().await;
+}
