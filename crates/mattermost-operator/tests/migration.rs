@@ -46,6 +46,12 @@ async fn legacy_installation_migrates_to_mattermost_without_downtime() {
             .unwrap()
             .contains_key("v1alpha1.mattermost.com/installation")
     );
+    // A secret the old resource owns (as the Go operator's generated secrets were).
+    let ci_uid = cis.get(NAME).await.unwrap().uid().unwrap();
+    env.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: legacy-owned\n  ownerReferences:\n  - {{apiVersion: mattermost.com/v1alpha1, kind: ClusterInstallation, name: {NAME}, uid: {ci_uid}, controller: true}}\nstringData: {{k: v}}\n"
+    ))
+    .await;
     let watcher = EndpointWatcher::start(&env.client, env.name(), NAME)
         .await
         .unwrap();
@@ -109,6 +115,12 @@ async fn legacy_installation_migrates_to_mattermost_without_downtime() {
         secrets.get_opt("db-credentials").await.unwrap().is_some(),
         "secrets intact"
     );
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await; // give garbage collection a chance
+    let owned = secrets
+        .get("legacy-owned")
+        .await
+        .expect("the old resource's secret survives");
+    assert!(owned_by(&owned, &uid), "and now belongs to the Mattermost");
     let st = mm.status.unwrap();
     assert_eq!((st.version.as_deref(), st.replicas), (Some("9.11.0"), Some(2)));
     env.cleanup().await;

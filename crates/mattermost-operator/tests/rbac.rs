@@ -79,6 +79,33 @@ async fn the_operator_runs_with_exactly_the_documented_rbac() {
     )
     .await;
 
+    // A legacy installation, migrated under the same role.
+    env.apply(include_str!("fixtures/clusterinstallation.yaml")).await;
+    let cis: Api<mattermost_api::v1alpha1::ClusterInstallation> = env.api();
+    testenv::wait_for_object(
+        &cis,
+        "mm-legacy",
+        common::TIMEOUT,
+        |ci: &mattermost_api::v1alpha1::ClusterInstallation| {
+            ci.status.as_ref().and_then(|s| s.state.as_deref()) == Some("stable")
+        },
+    )
+    .await
+    .unwrap();
+    cis.patch(
+        "mm-legacy",
+        &Default::default(),
+        &Patch::Merge(json!({"spec": {"migrate": true}})),
+    )
+    .await
+    .unwrap();
+    testenv::wait_until("migrated", common::TIMEOUT, || async {
+        cis.get_opt("mm-legacy").await.unwrap().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    env.wait_state("mm-legacy", "stable").await;
+
     let user = format!("system:serviceaccount:{}:operator", env.name());
     let denied: Vec<_> = audit
         .since(mark)

@@ -5,8 +5,6 @@
 //! `clusterIP` is left unset so new installations get a virtual IP while adopted headless Services
 //! (the field is immutable) keep working.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mattermost_api::v1beta1::Mattermost;
@@ -100,11 +98,6 @@ pub fn peer_service(mm: &Mattermost, names: &Names) -> Service {
         }),
         ..Default::default()
     }
-}
-
-/// The labels every Service of the installation selects on (for status lookups).
-pub fn selected_labels(names: &Names) -> BTreeMap<String, String> {
-    labels::selector(names, APP_MATTERMOST)
 }
 
 #[cfg(test)]
