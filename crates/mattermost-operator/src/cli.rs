@@ -68,8 +68,22 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The namespace to watch, `None` for all.
-    pub fn namespace(&self) -> Option<String> {
-        Some(self.watch_namespace.trim().to_owned()).filter(|s| !s.is_empty())
+    pub fn namespace(&self) -> Result<Option<String>, String> {
+        let names: Vec<&str> = self
+            .watch_namespace
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        match names.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some((*one).to_owned())),
+            _ => Err(format!(
+                "--watch-namespace {:?}: watching several namespaces is not supported; give one namespace, or none \
+                 to watch all",
+                self.watch_namespace
+            )),
+        }
     }
 }
 
@@ -117,7 +131,7 @@ mod tests {
         };
         assert_eq!(args.max_reconcile_concurrency, 10);
         assert_eq!(args.requeue_on_limit_delay, Duration::from_secs(20));
-        assert_eq!(args.namespace(), None);
+        assert_eq!(args.namespace(), Ok(None));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("5 minutes").is_err());
@@ -125,6 +139,11 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("run expected")
         };
-        assert_eq!(args.namespace().as_deref(), Some("chat"));
+        assert_eq!(args.namespace(), Ok(Some("chat".to_owned())));
+        let cli = Cli::try_parse_from(["mattermost-operator", "run", "--watch-namespace", "a,b"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("run expected")
+        };
+        assert!(args.namespace().is_err());
     }
 }

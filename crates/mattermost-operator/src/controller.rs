@@ -41,9 +41,9 @@ pub struct Settings {
 
 impl Settings {
     /// Settings from the command line.
-    pub fn from_args(args: &crate::cli::RunArgs) -> Self {
-        Self {
-            namespace: args.namespace(),
+    pub fn from_args(args: &crate::cli::RunArgs) -> Result<Self, String> {
+        Ok(Self {
+            namespace: args.namespace()?,
             concurrency: args.max_reconcile_concurrency,
             update_job: UpdateJobSettings {
                 backoff_limit: args.update_job_backoff_limit,
@@ -51,7 +51,7 @@ impl Settings {
             },
             max_rollouts: usize::try_from(args.max_reconciling_installations).unwrap_or(usize::MAX),
             requeue_on_limit_delay: args.requeue_on_limit_delay,
-        }
+        })
     }
 }
 

@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             telemetry::init(args.log_format, &args.log_level)?;
+            let settings = controller::Settings::from_args(&args).map_err(anyhow::Error::msg)?;
             let client = kube::Client::try_default().await?;
             let metrics = Arc::new(Metrics::new(
                 &[reconcile::CONTROLLER],
@@ -31,7 +32,6 @@ async fn main() -> anyhow::Result<()> {
                     tracing::error!(error = %e, "HTTP server failed");
                 }
             });
-            let settings = controller::Settings::from_args(&args);
             tracing::info!(namespace = ?settings.namespace, http = %args.http_addr, "starting");
             controller::run(client, settings, metrics, move || state.set_ready()).await;
             server.abort();
