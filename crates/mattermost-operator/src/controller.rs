@@ -18,8 +18,10 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use mattermost_api::v1beta1::Mattermost;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 use tracing::info;
 
+use crate::cli::Scope;
 use crate::desired::labels::INSTALLATION_LABEL;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, RolloutSlots, Stores, UpdateJobSettings};
@@ -27,8 +29,8 @@ use crate::reconcile::{self, Context, RolloutSlots, Stores, UpdateJobSettings};
 /// Settings of the controller.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Namespace to watch; `None` watches all.
-    pub namespace: Option<String>,
+    /// Namespaces to watch.
+    pub scope: Scope,
     /// Reconciles running at once.
     pub concurrency: u16,
     /// Update Job settings.
@@ -37,13 +39,16 @@ pub struct Settings {
     pub max_rollouts: usize,
     /// Wait before an installation waiting for a slot asks again.
     pub requeue_on_limit_delay: Duration,
+    /// Whether the capacity preflight may list Nodes (false when RBAC allows no cluster reads,
+    /// e.g. the chart's namespace-scoped mode).
+    pub capacity_check: bool,
 }
 
 impl Settings {
-    /// Settings from the command line.
+    /// Settings from the command line; `capacity_check` is decided by asking the API server.
     pub fn from_args(args: &crate::cli::RunArgs) -> Result<Self, String> {
         Ok(Self {
-            namespace: args.namespace()?,
+            scope: args.scope()?,
             concurrency: args.max_reconcile_concurrency,
             update_job: UpdateJobSettings {
                 backoff_limit: args.update_job_backoff_limit,
@@ -51,7 +56,62 @@ impl Settings {
             },
             max_rollouts: usize::try_from(args.max_reconciling_installations).unwrap_or(usize::MAX),
             requeue_on_limit_delay: args.requeue_on_limit_delay,
+            capacity_check: true,
         })
+    }
+}
+
+/// Tells the controllers to stop taking work. Cloned into each controller.
+#[derive(Clone, Debug)]
+pub struct Shutdown(Option<watch::Receiver<bool>>);
+
+impl Shutdown {
+    /// Never fires (tests stop the controllers by aborting them).
+    pub fn never() -> Self {
+        Self(None)
+    }
+
+    /// A trigger (send `true`) and the signal it fires.
+    pub fn channel() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(Some(rx)))
+    }
+
+    /// Completes once triggered (or when the trigger is gone).
+    pub async fn wait(self) {
+        match self.0 {
+            Some(mut rx) => {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Whether this service account may list Nodes (the capacity preflight needs it). One
+/// SelfSubjectAccessReview at start.
+pub async fn can_list_nodes(client: &Client) -> bool {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("list".into()),
+                resource: Some("nodes".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    match api.create(&Default::default(), &review).await {
+        Ok(r) => r.status.is_some_and(|s| s.allowed),
+        Err(e) => {
+            tracing::warn!(error = %e, "asking whether nodes may be listed; assuming not");
+            false
+        }
     }
 }
 
@@ -117,22 +177,101 @@ fn referenced_secrets(mm: &Mattermost) -> Vec<&str> {
         .collect()
 }
 
-/// Runs the `Mattermost` controller until shutdown. `on_ready` is called once every cache synced.
+/// Runs the controllers until the process gets SIGTERM/SIGINT. `on_ready` is called once every
+/// cache synced.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
     on_ready: impl FnOnce() + Send + 'static,
 ) {
-    let ns = settings.namespace.as_deref();
-    let (deployments, dep_stream) = reflect::<Deployment>(api(&client, ns));
-    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(api(&client, ns));
-    let (services, svc_stream) = reflect::<Service>(api(&client, ns));
-    let (ingresses, ing_stream) = reflect::<Ingress>(api(&client, ns));
-    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(&client, ns));
-    let (jobs, job_stream) = reflect::<Job>(api(&client, ns));
-    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, ns));
-    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(&client, ns));
+    run_until(client, settings, metrics, on_ready, Shutdown::never()).await;
+}
+
+/// Runs the `Mattermost` and `ClusterInstallation` controllers, one set of watches per watched
+/// namespace (or one for all), sharing the rollout cap. On `shutdown` they take no new work and
+/// return once in-flight reconciles finished.
+pub async fn run_until(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    on_ready: impl FnOnce() + Send + 'static,
+    shutdown: Shutdown,
+) {
+    // One cap for rollouts and migrations: both double an installation's pods for a while.
+    let slots = Arc::new(RolloutSlots::new(
+        settings.max_rollouts,
+        settings.requeue_on_limit_delay,
+    ));
+    let mut mm_stores = Vec::new();
+    let mut ready = Vec::new();
+    let mut controllers = Vec::new();
+    for ns in settings.scope.watches() {
+        let scoped = run_scope(
+            client.clone(),
+            ns,
+            &settings,
+            metrics.clone(),
+            slots.clone(),
+            shutdown.clone(),
+        );
+        mm_stores.push(scoped.mattermosts);
+        ready.push(scoped.synced);
+        controllers.push(scoped.controllers);
+    }
+    tokio::spawn(async move {
+        futures::future::join_all(ready).await;
+        info!("caches synced");
+        on_ready();
+    });
+    tokio::spawn(count_states(mm_stores, metrics));
+    futures::future::join_all(controllers).await;
+}
+
+/// The installations-by-state gauge, from the caches (no API traffic).
+async fn count_states(stores: Vec<Store<Mattermost>>, metrics: Arc<Metrics>) {
+    loop {
+        let mut counts: Vec<(String, i64)> = Vec::new();
+        for mm in stores.iter().flat_map(|s| s.state()) {
+            let state = mm
+                .status
+                .as_ref()
+                .and_then(|s| s.state.clone())
+                .unwrap_or_default();
+            match counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((state, 1)),
+            }
+        }
+        metrics.set_installations_by_state(&counts);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+}
+
+/// The controllers of one watch scope.
+struct Scoped {
+    mattermosts: Store<Mattermost>,
+    synced: futures::future::BoxFuture<'static, ()>,
+    controllers: futures::future::BoxFuture<'static, ()>,
+}
+
+fn run_scope(
+    client: Client,
+    ns: Option<String>,
+    settings: &Settings,
+    metrics: Arc<Metrics>,
+    slots: Arc<RolloutSlots>,
+    shutdown: Shutdown,
+) -> Scoped {
+    let ns_ref = ns.as_deref();
+    let (deployments, dep_stream) = reflect::<Deployment>(api(&client, ns_ref));
+    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(api(&client, ns_ref));
+    let (services, svc_stream) = reflect::<Service>(api(&client, ns_ref));
+    let (ingresses, ing_stream) = reflect::<Ingress>(api(&client, ns_ref));
+    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(&client, ns_ref));
+    let (jobs, job_stream) = reflect::<Job>(api(&client, ns_ref));
+    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, ns_ref));
+    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(&client, ns_ref));
     let stores = Stores {
         deployments,
         replica_sets,
@@ -147,7 +286,7 @@ pub async fn run(
     // ReplicaSets feed rollout status only; Deployment status changes trigger the reconcile.
     tokio::spawn(rs_stream.for_each(|_| futures::future::ready(())));
     let secrets = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, ns),
+        api::<PartialObjectMeta<Secret>>(&client, ns_ref),
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
@@ -157,11 +296,6 @@ pub async fn run(
         controller: "mattermost-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
-    // One cap for rollouts and migrations: both double an installation's pods for a while.
-    let slots = Arc::new(RolloutSlots::new(
-        settings.max_rollouts,
-        settings.requeue_on_limit_delay,
-    ));
     let ctx = Arc::new(Context {
         client: client.clone(),
         stores: stores.clone(),
@@ -170,18 +304,18 @@ pub async fn run(
         update_job: settings.update_job,
         slots: slots.clone(),
         blocked: Default::default(),
+        capacity_check: settings.capacity_check,
     });
 
     let controller = Controller::new(
-        api::<Mattermost>(&client, ns),
+        api::<Mattermost>(&client, ns_ref),
         watcher::Config::default().any_semantic(),
     )
     .with_config(ControllerConfig::default().concurrency(settings.concurrency));
     let mm_store = controller.store();
-    let ready_stores = stores.clone();
+    let s = stores.clone();
     let mm_ready = mm_store.clone();
-    tokio::spawn(async move {
-        let s = ready_stores;
+    let synced_all = async move {
         let all = [
             synced(&mm_ready).boxed(),
             synced(&s.deployments).boxed(),
@@ -194,31 +328,10 @@ pub async fn run(
             synced(&s.pdbs).boxed(),
         ];
         futures::future::join_all(all).await;
-        info!("caches synced");
-        on_ready();
-    });
-    // The installations-by-state gauge, from the cache (no API traffic).
-    let gauge_store = mm_store.clone();
-    let gauge_metrics = metrics.clone();
-    tokio::spawn(async move {
-        loop {
-            let mut counts: Vec<(String, i64)> = Vec::new();
-            for mm in gauge_store.state() {
-                let state = mm
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.state.clone())
-                    .unwrap_or_default();
-                match counts.iter_mut().find(|(s, _)| *s == state) {
-                    Some((_, n)) => *n += 1,
-                    None => counts.push((state, 1)),
-                }
-            }
-            gauge_metrics.set_installations_by_state(&counts);
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        }
-    });
+    }
+    .boxed();
 
+    let secret_store = mm_store.clone();
     let mattermost = controller
         .owns_stream(dep_stream)
         .owns_stream(svc_stream)
@@ -230,25 +343,27 @@ pub async fn run(
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace();
             let name = secret.name_any();
-            mm_store
+            secret_store
                 .state()
                 .into_iter()
                 .filter(|mm| mm.namespace() == ns && referenced_secrets(mm).contains(&name.as_str()))
                 .map(|mm| ObjectRef::from_obj(&*mm))
                 .collect::<Vec<_>>()
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.clone().wait())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| async move {
             if let Err(e) = res {
                 tracing::debug!(error = %e, "controller event");
             }
         });
-    let legacy = crate::legacy::run(
-        client.clone(),
-        settings.namespace.clone(),
-        settings.concurrency,
-        slots,
-    );
-    futures::future::join(mattermost, legacy).await;
+    let legacy = crate::legacy::run(client, ns, settings.concurrency, slots, shutdown);
+    Scoped {
+        mattermosts: mm_store,
+        synced: synced_all,
+        controllers: async move {
+            futures::future::join(mattermost, legacy).await;
+        }
+        .boxed(),
+    }
 }

@@ -1,8 +1,9 @@
-//! One HTTP port: `/healthz` (process alive), `/readyz` (caches synced) and `/metrics`.
+//! One HTTP port: `/healthz` (process alive), `/readyz` (caches synced, or standing by as a
+//! leader-election follower) and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::Router;
 use axum::extract::State;
@@ -16,21 +17,35 @@ use crate::metrics::Metrics;
 pub struct HttpState {
     /// Metrics to expose.
     pub metrics: Arc<Metrics>,
-    ready: AtomicBool,
+    phase: AtomicU8,
 }
+
+const STARTING: u8 = 0;
+const STANDBY: u8 = 1;
+const READY: u8 = 2;
 
 impl HttpState {
     /// Not ready until [`HttpState::set_ready`].
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             metrics,
-            ready: AtomicBool::new(false),
+            phase: AtomicU8::new(STARTING),
         }
     }
 
     /// Marks the caches as synced.
     pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Relaxed);
+        self.phase.store(READY, Ordering::Relaxed);
+    }
+
+    /// A follower waiting for the leader Lease: ready to take over, so it counts as ready.
+    pub fn set_standby(&self) {
+        self.phase.store(STANDBY, Ordering::Relaxed);
+    }
+
+    /// The leader is starting its controllers: not ready until the caches synced.
+    pub fn set_starting(&self) {
+        self.phase.store(STARTING, Ordering::Relaxed);
     }
 }
 
@@ -39,10 +54,10 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    match state.phase.load(Ordering::Relaxed) {
+        READY => (StatusCode::OK, "ok"),
+        STANDBY => (StatusCode::OK, "standby: waiting for the leader Lease"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced"),
     }
 }
 
@@ -112,6 +127,10 @@ mod tests {
         let app = router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         assert!(get_status(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get_status(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
+        state.set_standby();
+        assert!(get_status(addr, "/readyz").await.contains("standby"));
+        state.set_starting();
         assert!(get_status(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         state.set_ready();
         assert!(get_status(addr, "/readyz").await.starts_with("HTTP/1.1 200"));

@@ -580,7 +580,13 @@ fn error_policy(_ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> A
 }
 
 /// Runs the ClusterInstallation controller until shutdown.
-pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, slots: Arc<RolloutSlots>) {
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    concurrency: u16,
+    slots: Arc<RolloutSlots>,
+    shutdown: crate::controller::Shutdown,
+) {
     let api: Api<ClusterInstallation> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -596,7 +602,7 @@ pub async fn run(client: Client, namespace: Option<String>, concurrency: u16, sl
     });
     Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(ControllerConfig::default().concurrency(concurrency))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.wait())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;

@@ -2,15 +2,18 @@
 //! would create, with server-side apply, conditions and events.
 pub mod apply;
 pub mod cli;
+pub mod client;
 pub mod controller;
 pub mod convert;
 pub mod crd;
 pub mod desired;
 pub mod http;
+pub mod leader;
 pub mod legacy;
 pub mod metrics;
 pub mod observe;
 pub mod preflight;
 pub mod reconcile;
+pub mod run;
 pub mod status;
 pub mod telemetry;

@@ -34,6 +34,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabels {
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -70,6 +75,7 @@ pub struct Metrics {
     pub upgrade_duration: Histogram,
     /// Installations whose upgrade is blocked.
     pub blocked_upgrades: Gauge,
+    leader: Family<LeaseLabels, Gauge>,
 }
 
 impl Metrics {
@@ -90,8 +96,14 @@ impl Metrics {
             update_jobs: Family::default(),
             upgrade_duration: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
             blocked_upgrades: Gauge::default(),
+            leader: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "leader_election_master_status",
+            "1 while this process holds the leader Lease, 0 otherwise (controller-runtime's name)",
+            m.leader.clone(),
+        );
         let ours = registry.sub_registry_with_prefix("mattermost_operator");
         ours.register("reconcile", "Reconciles started", m.reconciles.clone());
         ours.register(
@@ -200,6 +212,15 @@ impl Metrics {
         }
     }
 
+    /// Records whether this process holds the leader Lease `lease`.
+    pub fn set_leader(&self, lease: &str, leader: bool) {
+        self.leader
+            .get_or_create(&LeaseLabels {
+                name: lease.to_owned(),
+            })
+            .set(i64::from(leader));
+    }
+
     /// Counts a finished update Job (`succeeded` or `failed`).
     pub fn update_job_finished(&self, outcome: &str) {
         self.update_jobs
@@ -269,6 +290,7 @@ mod tests {
         m.reconcile_started("mattermost")
             .finish(ReconcileOutcome::Error("SecretNotFound"));
         m.set_installations_by_state(&[("stable".into(), 3)]);
+        m.set_leader("b78a986e.mattermost.com", true);
         let text = m.encode().unwrap();
         for series in [
             r#"mattermost_operator_reconcile_total{controller="mattermost"} 2"#,
@@ -279,6 +301,7 @@ mod tests {
             r#"controller_runtime_max_concurrent_reconciles{controller="mattermost"} 10"#,
             r#"controller_runtime_active_workers{controller="mattermost"} 0"#,
             "mattermost_operator_reconcile_duration_seconds_count",
+            r#"leader_election_master_status{name="b78a986e.mattermost.com"} 1"#,
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }

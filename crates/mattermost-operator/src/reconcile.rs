@@ -135,6 +135,9 @@ pub struct Context {
     pub slots: Arc<RolloutSlots>,
     /// Installations whose upgrade is blocked or failed (for the metric).
     pub blocked: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Whether the capacity preflight may list Nodes; without it the check is skipped and the
+    /// RolloutStarted event says so.
+    pub capacity_check: bool,
 }
 
 /// Errors that end a reconcile early and are retried with backoff.
@@ -298,6 +301,7 @@ struct ChildrenOutcome {
     resource_patch: Option<mattermost_api::v1beta1::ResourcePatchStatus>,
     job_created: Option<String>,
     rollout_started: bool,
+    capacity_check_skipped: bool,
     rolled_back_from: Option<String>,
     rollback_started: bool,
 }
@@ -484,8 +488,10 @@ async fn upgrade_gate(
                 message: b.message,
             });
         }
-        if !mm.spec.skip_capacity_check()
-            && !mm.spec.recreate_strategy()
+        let wants_capacity = !mm.spec.skip_capacity_check() && !mm.spec.recreate_strategy();
+        out.capacity_check_skipped = wants_capacity && !ctx.capacity_check;
+        if wants_capacity
+            && ctx.capacity_check
             && let Err(b) = preflight::check_capacity(&ctx.client, mm).await
         {
             return Ok(Gate::Blocked {
@@ -843,7 +849,12 @@ async fn publish_events(
         events.push((EventType::Warning, "RollingBack".to_owned(), msg, "Upgrade"));
     }
     if outcome.rollout_started {
-        let msg = format!("rolling out {}", mm.spec.image_reference());
+        let mut msg = format!("rolling out {}", mm.spec.image_reference());
+        if outcome.capacity_check_skipped {
+            msg.push_str(
+                " (capacity preflight skipped: the operator may not list nodes in namespace-scoped mode)",
+            );
+        }
         events.push((EventType::Normal, "RolloutStarted".to_owned(), msg, "Upgrade"));
     }
     if let Some(c) = changed(READY).filter(|c| c.status == "True") {

@@ -53,11 +53,12 @@ impl Env {
     pub fn start_operator_as(&mut self, client: Client) {
         self.stop_operator();
         let settings = Settings {
-            namespace: Some(self.name.clone()),
+            scope: mattermost_operator::cli::Scope::Namespaces(vec![self.name.clone()]),
             concurrency: 4,
             update_job: UpdateJobSettings::default(),
             max_rollouts: self.max_rollouts,
             requeue_on_limit_delay: Duration::from_secs(2),
+            capacity_check: true,
         };
         let metrics = Arc::new(Metrics::new(&["mattermost"], 4));
         self.operator = Some(tokio::spawn(controller::run(client, settings, metrics, || {})));
