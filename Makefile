@@ -3,7 +3,7 @@ SHELL := /bin/bash
 TESTENV_DIR ?= $(CURDIR)/.testenv
 export TESTENV_DIR
 
-.PHONY: help testenv-build cluster-up cluster-down test test-unit lint fmt crds demo demo-down
+.PHONY: help testenv-build cluster-up cluster-down test test-unit lint fmt crds demo demo-down image chart-manifests
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -38,3 +38,9 @@ demo: ## local control plane + operator + sample installation, until it is stabl
 
 demo-down: ## stop the operator started by make demo
 	bash hack/demo-down.sh
+
+image: ## container image as an OCI archive in target/image/ (no Docker daemon needed)
+	bash hack/image.sh
+
+chart-manifests: ## re-render deploy/operator.yaml from the Helm chart
+	UPDATE_MANIFESTS=1 cargo test -p mattermost-operator --test chart rendered_manifests

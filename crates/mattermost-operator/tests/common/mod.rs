@@ -15,6 +15,9 @@ use mattermost_operator::reconcile::UpdateJobSettings;
 use testenv::TestNamespace;
 use tokio::sync::OnceCell;
 
+pub mod process;
+pub mod scenario;
+
 pub const TIMEOUT: Duration = Duration::from_secs(90);
 
 static CRDS: OnceCell<()> = OnceCell::const_new();

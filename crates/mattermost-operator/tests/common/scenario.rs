@@ -1,0 +1,80 @@
+//! One installation's life under an operator, used to prove that a set of permissions (RBAC of
+//! the chart, namespace-scoped Roles) is enough: install, upgrade, a failed update Job and its
+//! recovery, a broken secret, and a ClusterInstallation migration.
+
+use kube::Api;
+use kube::api::Patch;
+use mattermost_api::v1alpha1::ClusterInstallation;
+use serde_json::json;
+
+use super::{Env, SECRETS, TIMEOUT};
+
+/// Install, upgrade, failed update Job, recovery, missing license secret.
+pub async fn install_upgrade_fail_recover(env: &Env) {
+    env.apply(SECRETS).await;
+    env.apply(include_str!("../fixtures/mattermost-external.yaml"))
+        .await;
+    env.wait_state("mm-example-full", "stable").await;
+    env.patch_spec("mm-example-full", json!({"version": "9.11.1", "replicas": 3}))
+        .await;
+    let mm = env.wait_state("mm-example-full", "stable").await;
+    assert_eq!(mm.status.unwrap().version.as_deref(), Some("9.11.1"));
+    // An image whose update Job fails (kwok: a tag containing "fail").
+    env.patch_spec("mm-example-full", json!({"version": "9.11.2-fail"}))
+        .await;
+    env.wait_condition(
+        "mm-example-full",
+        "UpdateJobSucceeded",
+        "False",
+        Some("UpdateJobFailed"),
+    )
+    .await;
+    env.patch_spec("mm-example-full", json!({"version": "9.11.1"}))
+        .await;
+    env.wait_state("mm-example-full", "stable").await;
+    env.patch_spec("mm-example-full", json!({"licenseSecret": "missing"}))
+        .await;
+    env.wait_condition(
+        "mm-example-full",
+        "LicenseConfigured",
+        "False",
+        Some("SecretNotFound"),
+    )
+    .await;
+}
+
+/// A legacy ClusterInstallation that reaches stable and migrates to a Mattermost.
+pub async fn migrate_cluster_installation(env: &Env) {
+    env.apply(SECRETS).await;
+    env.apply(include_str!("../fixtures/clusterinstallation.yaml"))
+        .await;
+    let cis: Api<ClusterInstallation> = env.api();
+    testenv::wait_for_object(&cis, "mm-legacy", TIMEOUT, |ci: &ClusterInstallation| {
+        ci.status.as_ref().and_then(|s| s.state.as_deref()) == Some("stable")
+    })
+    .await
+    .unwrap();
+    cis.patch(
+        "mm-legacy",
+        &Default::default(),
+        &Patch::Merge(json!({"spec": {"migrate": true}})),
+    )
+    .await
+    .unwrap();
+    testenv::wait_until("migrated", TIMEOUT, || async {
+        cis.get_opt("mm-legacy").await.unwrap().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    env.wait_state("mm-legacy", "stable").await;
+}
+
+/// Requests of `user` the API server refused (403) since `mark`.
+pub fn denied(audit: &testenv::AuditLog, mark: testenv::AuditMark, user: &str) -> Vec<testenv::AuditEvent> {
+    audit
+        .since(mark)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.user.username == user && e.response_status.as_ref().map(|r| r.code) == Some(403))
+        .collect()
+}
