@@ -475,6 +475,8 @@ async fn upgrade_gate(
     out: &mut ChildrenOutcome,
 ) -> Result<Gate, ApplyError> {
     let known = rolled_back || history.knows(image);
+    let wants_capacity = !mm.spec.skip_capacity_check() && !mm.spec.recreate_strategy();
+    out.capacity_check_skipped = wants_capacity && !ctx.capacity_check;
     let job_exists = cached(&ctx.stores.jobs, &names.update_job(image), &names.namespace).is_some();
     if !known && !job_exists {
         let status = mm.status.as_ref();
@@ -488,8 +490,6 @@ async fn upgrade_gate(
                 message: b.message,
             });
         }
-        let wants_capacity = !mm.spec.skip_capacity_check() && !mm.spec.recreate_strategy();
-        out.capacity_check_skipped = wants_capacity && !ctx.capacity_check;
         if wants_capacity
             && ctx.capacity_check
             && let Err(b) = preflight::check_capacity(&ctx.client, mm).await
