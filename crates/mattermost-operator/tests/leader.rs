@@ -104,7 +104,7 @@ async fn only_the_leader_works_and_a_follower_takes_over_without_downtime() {
     work.apply(SECRETS).await;
     work.apply(include_str!("fixtures/mattermost-external.yaml"))
         .await;
-    work.patch_spec("mm-example-full", json!({"replicas": 3})).await;
+    work.patch_spec("mm-example-full", json!({"size": null, "replicas": 3})).await;
     work.wait_state("mm-example-full", "stable").await;
     let events = audit.since(mark).unwrap();
     assert!(writes_by(&events, &user_a, work.name()) > 0, "the leader writes");
@@ -118,6 +118,11 @@ async fn only_the_leader_works_and_a_follower_takes_over_without_downtime() {
     let endpoints = testenv::EndpointWatcher::start(&client, work.name(), "mm-example-full")
         .await
         .unwrap();
+    testenv::wait_until("3 ready endpoints", common::TIMEOUT, || async {
+        (endpoints.current() == 3).then_some(())
+    })
+    .await
+    .unwrap();
     let upgrade_started = Instant::now();
     work.patch_spec("mm-example-full", json!({"version": "9.11.1"}))
         .await;
@@ -143,7 +148,11 @@ async fn only_the_leader_works_and_a_follower_takes_over_without_downtime() {
     let mm = work.wait_state("mm-example-full", "stable").await;
     assert_eq!(mm.status.unwrap().version.as_deref(), Some("9.11.1"));
     let min = endpoints.min_ready_since(upgrade_started);
-    assert!(min >= 3, "ready endpoints dropped to {min} during the failover");
+    assert!(
+        min >= 3,
+        "ready endpoints dropped to {min} during the failover: {:?}",
+        endpoints.history()
+    );
     let events = audit.since(mark).unwrap();
     assert!(
         writes_by(&events, &user_b, work.name()) > 0,
