@@ -36,7 +36,7 @@ RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
   cargo build --profile "$PROFILE" --target "$TARGET" -p mattermost-operator --bin mattermost-operator
 dir=$PROFILE; [ "$PROFILE" = dev ] && dir=debug
 BIN="$repo/target/$TARGET/$dir/mattermost-operator"
-if ldd "$BIN" >/dev/null 2>&1; then log "$BIN is not static"; exit 1; fi
+if readelf -d "$BIN" 2>/dev/null | grep -q NEEDED; then log "$BIN is not static (it needs shared libraries)"; exit 1; fi
 
 work=$(mktemp -d)
 registry_pid=
