@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::PartialObjectMeta;
@@ -133,6 +133,7 @@ pub async fn run(
     let (jobs, job_stream) = reflect::<Job>(api(&client, ns));
     let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, ns));
     let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(&client, ns));
+    let (pods, pod_stream) = reflect::<Pod>(api(&client, ns));
     let stores = Stores {
         deployments,
         replica_sets,
@@ -142,6 +143,7 @@ pub async fn run(
         jobs,
         pvcs,
         pdbs,
+        pods,
     };
 
     // ReplicaSets feed rollout status only; Deployment status changes trigger the reconcile.
@@ -170,6 +172,7 @@ pub async fn run(
         update_job: settings.update_job,
         slots: slots.clone(),
         blocked: Default::default(),
+        backoff: Default::default(),
     });
 
     let controller = Controller::new(
@@ -192,6 +195,7 @@ pub async fn run(
             synced(&s.jobs).boxed(),
             synced(&s.pvcs).boxed(),
             synced(&s.pdbs).boxed(),
+            synced(&s.pods).boxed(),
         ];
         futures::future::join_all(all).await;
         info!("caches synced");
@@ -227,6 +231,10 @@ pub async fn run(
         .owns_stream(job_stream)
         .owns_stream(pvc_stream)
         .owns_stream(pdb_stream)
+        .watches_stream(
+            crate::status::pods::triggers(pod_stream),
+            crate::status::pods::installation_of,
+        )
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace();
             let name = secret.name_any();

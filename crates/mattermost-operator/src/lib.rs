@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod observe;
 pub mod preflight;
 pub mod reconcile;
+pub mod redact;
 pub mod status;
 pub mod telemetry;
