@@ -269,7 +269,9 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
             message,
         });
     }
-    let failure = failure.or_else(|| outcome.scale_blocked.clone());
+    let failure = failure
+        .or_else(|| outcome.scale_blocked.clone())
+        .or_else(|| outcome.job_pod_problem.clone());
 
     let deployment = outcome
         .deployment
@@ -359,6 +361,8 @@ struct ChildrenOutcome {
     rollback_started: bool,
     /// A scale-up the capacity preflight refused (the live replica count was kept).
     scale_blocked: Option<Failure>,
+    /// Why the running update Job's pod does not run (unschedulable, image pull...).
+    job_pod_problem: Option<Failure>,
 }
 
 async fn apply_children(
@@ -681,7 +685,10 @@ async fn update_job_gate(
                 message,
             })
         }
-        None => Ok(Gate::Running { job: job_name }),
+        None => {
+            out.job_pod_problem = job_pod_problem(&ctx.stores.pods, ns, &job_name);
+            Ok(Gate::Running { job: job_name })
+        }
     }
 }
 
@@ -690,6 +697,28 @@ async fn update_job_gate(
 fn retry_requested(mm: &Mattermost, job: &Job) -> bool {
     let want = mm.annotations().get(desired::update_job::RETRY_ANNOTATION);
     want.is_some() && want != job.annotations().get(desired::update_job::RETRY_ANNOTATION)
+}
+
+/// The problem the pod of a running update Job shows, if any (otherwise the upgrade would wait
+/// for it silently until the Job's deadline).
+fn job_pod_problem(pods: &Store<Pod>, ns: &str, job: &str) -> Option<Failure> {
+    let mut pods: Vec<Arc<Pod>> = pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| p.labels().get("job-name").map(String::as_str) == Some(job))
+        .collect();
+    pods.sort_by_key(|p| p.name_any());
+    pods.iter().find_map(|p| {
+        let problem = status::pods::pod_problem(p)?;
+        Some(Failure {
+            reason: problem.reason,
+            message: crate::redact::truncate(
+                &format!("update Job pod {}: {}", p.name_any(), problem.message),
+                crate::redact::MAX_STATUS_MESSAGE,
+            ),
+        })
+    })
 }
 
 /// Termination message of the Job's failed pod (the Go operator never looked), from the pod

@@ -77,8 +77,9 @@ pub struct MattermostSpec {
     /// tag: `[registry[:port]/]path`, as in `registry.example.com:5000/team/mattermost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new(
-        "self == '' || (size(self) <= 255 && self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*)*$'))"
+        "self == '' || self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*)*$')"
     ).message("image must be an image repository without tag or spaces, such as registry.example.com:5000/mattermost/mattermost-enterprise-edition (the tag goes in version)"))]
+    #[schemars(length(max = 255))]
     pub image: Option<String>,
 
     /// Image tag, or a digest starting with `sha256:` (default 10.8.1).

@@ -1,10 +1,11 @@
 //! Defaults that change pods wait for a rollout of a new image: adopting an installation (from
 //! the Go operator or an older version of this one) or reconciling it never restarts its pods by
-//! itself. While the images stay the same, a default the user did not set keeps its live value;
-//! the next upgrade brings it in with the new pods.
+//! itself. While the images stay the same, a default the user did not set keeps its live value
+//! (the spread) or its live absence (the security contexts: a value the user just removed is
+//! replaced at once, as the user's edit asks); the next upgrade brings the defaults in.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, PodSpec};
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, SecurityContext};
 use mattermost_api::v1beta1::Mattermost;
 
 use super::deployment::{DATABASE_CHECK_CONTAINER, user_topology_spread};
@@ -35,7 +36,12 @@ pub fn defer_pod_defaults(mm: &Mattermost, desired: &mut Deployment, live: Optio
     if !user_topology_spread(mm) {
         pod.topology_spread_constraints = live_pod.topology_spread_constraints.clone();
     }
-    if !security::user_pod(mm) {
+    // The API server stores an absent pod security context as `{}`.
+    let unset_pod = live_pod
+        .security_context
+        .as_ref()
+        .is_none_or(|sc| *sc == PodSecurityContext::default());
+    if !security::user_pod(mm) && unset_pod {
         pod.security_context = live_pod.security_context.clone();
     }
     let keep_live = |containers: &mut [Container], live: &[Container]| {
@@ -45,11 +51,16 @@ pub fn defer_pod_defaults(mm: &Mattermost, desired: &mut Deployment, live: Optio
                 DATABASE_CHECK_CONTAINER => true,
                 _ => false,
             };
-            if ours {
-                c.security_context = live
-                    .iter()
-                    .find(|l| l.name == c.name)
-                    .and_then(|l| l.security_context.clone());
+            let live_sc = live
+                .iter()
+                .find(|l| l.name == c.name)
+                .and_then(|l| l.security_context.clone());
+            if ours
+                && live_sc
+                    .as_ref()
+                    .is_none_or(|sc| *sc == SecurityContext::default())
+            {
+                c.security_context = live_sc;
             }
         }
     };
@@ -65,7 +76,6 @@ mod tests {
     use crate::desired::deployment::deployment;
     use crate::desired::names::Names;
     use crate::desired::{DatabaseSecret, DbType, Inputs};
-    use k8s_openapi::api::core::v1::SecurityContext;
     use mattermost_api::v1beta1::{MattermostSpec, PodTemplate};
 
     fn mm(spec: MattermostSpec) -> Mattermost {
@@ -150,6 +160,15 @@ mod tests {
             Some(true)
         );
         assert!(p.security_context.is_none(), "pod default still deferred");
+        // The user takes the value back: the default replaces it at once, not the old value.
+        let with_user_value = deployment(&m, &Names::of(&m), &inputs());
+        let plain = mm(MattermostSpec::default());
+        let mut desired = deployment(&plain, &Names::of(&plain), &inputs());
+        defer_pod_defaults(&plain, &mut desired, Some(&with_user_value));
+        assert_eq!(
+            pod(&desired).containers[0].security_context,
+            Some(crate::desired::security::default_container())
+        );
         let mut fresh = deployment(&m, &Names::of(&m), &inputs());
         defer_pod_defaults(&m, &mut fresh, None);
         assert!(
