@@ -94,10 +94,11 @@ and fail on any denied request.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, patch]
-# Failed update-Job pod messages (and, cluster-wide, the capacity preflight).
+# A label-selected pod cache: why new pods cannot start (FailedCreate, pull errors, crash loops,
+# unschedulable) and failed update-Job messages; cluster-wide, the capacity preflight lists pods.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # Events.
 - apiGroups: [events.k8s.io]
   resources: [events]

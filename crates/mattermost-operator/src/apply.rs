@@ -25,7 +25,7 @@ pub const HASH_ANNOTATION: &str = "installation.mattermost.com/applied-hash";
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// The API server refused the apply or delete.
-    #[error("{verb} {kind} {name}: {source}")]
+    #[error("{verb} {kind} {name}: {}", crate::redact::api_message(.source))]
     Api {
         /// `apply`, `delete` or `get`.
         verb: &'static str,

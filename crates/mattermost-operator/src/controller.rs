@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::PartialObjectMeta;
@@ -272,6 +272,7 @@ fn run_scope(
     let (jobs, job_stream) = reflect::<Job>(api(&client, ns_ref));
     let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, ns_ref));
     let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(&client, ns_ref));
+    let (pods, pod_stream) = reflect::<Pod>(api(&client, ns_ref));
     let stores = Stores {
         deployments,
         replica_sets,
@@ -281,6 +282,7 @@ fn run_scope(
         jobs,
         pvcs,
         pdbs,
+        pods,
     };
 
     // ReplicaSets feed rollout status only; Deployment status changes trigger the reconcile.
@@ -305,6 +307,7 @@ fn run_scope(
         slots: slots.clone(),
         blocked: Default::default(),
         capacity_check: settings.capacity_check,
+        backoff: Default::default(),
     });
 
     let controller = Controller::new(
@@ -326,6 +329,7 @@ fn run_scope(
             synced(&s.jobs).boxed(),
             synced(&s.pvcs).boxed(),
             synced(&s.pdbs).boxed(),
+            synced(&s.pods).boxed(),
         ];
         futures::future::join_all(all).await;
     }
@@ -340,6 +344,10 @@ fn run_scope(
         .owns_stream(job_stream)
         .owns_stream(pvc_stream)
         .owns_stream(pdb_stream)
+        .watches_stream(
+            crate::status::pods::triggers(pod_stream),
+            crate::status::pods::installation_of,
+        )
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace();
             let name = secret.name_any();

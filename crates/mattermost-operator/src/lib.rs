@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod observe;
 pub mod preflight;
 pub mod reconcile;
+pub mod redact;
 pub mod run;
 pub mod status;
 pub mod telemetry;

@@ -111,6 +111,8 @@ pub struct Observed {
     pub inputs: Inputs,
     /// One check per dependency.
     pub checks: Vec<Check>,
+    /// Values of the referenced Secrets, to scrub foreign text with during this reconcile only.
+    pub secrets: crate::redact::Secrets,
 }
 
 impl Observed {
@@ -127,7 +129,7 @@ pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observ
 
     let database = match spec.database_kind() {
         DatabaseKind::External(name) => match get_secret(&secrets, name, "database").await {
-            Ok(secret) => check_database_secret(name, &secret).map(|db| {
+            Ok(secret) => check_database_secret(name, observed.secrets.with(&secret)).map(|db| {
                 let msg = format!("external {:?} database from secret {name:?}", db.db_type);
                 observed.inputs.database = Some(db);
                 ("ExternalDatabase", msg)
@@ -146,7 +148,7 @@ pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observ
     });
 
     let file_store = match spec.file_store_kind() {
-        FileStoreKind::External(ext) => check_external_file_store(&secrets, ext).await,
+        FileStoreKind::External(ext) => check_external_file_store(&secrets, ext, &mut observed.secrets).await,
         FileStoreKind::ExternalVolume(claim) => {
             let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
             check_claim(&pvcs, claim).await
@@ -168,7 +170,7 @@ pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observ
 
     if let Some(name) = spec.license_secret.as_deref().filter(|s| !s.is_empty()) {
         let license = match get_secret(&secrets, name, "license").await {
-            Ok(secret) => require_keys(&secret, name, "license", &["license"])
+            Ok(secret) => require_keys(observed.secrets.with(&secret), name, "license", &["license"])
                 .map(|()| ("LicenseFound", format!("license from secret {name:?}"))),
             Err(e) => Err(e),
         };
@@ -178,6 +180,9 @@ pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observ
         });
     }
 
+    if let Some(password) = spec.elastic_search.as_ref().and_then(|e| e.password.as_deref()) {
+        observed.secrets.add(password.as_bytes());
+    }
     observed.checks.push(Check {
         type_: SPEC_VALID,
         result: check_spec(spec),
@@ -194,7 +199,7 @@ async fn get_secret(api: &Api<Secret>, name: &str, purpose: &'static str) -> Res
         }),
         Err(e) => Err(ConfigError::Api {
             what: format!("secret {name:?}"),
-            message: e.to_string(),
+            message: crate::redact::api_message(&e),
         }),
     }
 }
@@ -279,6 +284,7 @@ pub fn check_database_secret(name: &str, secret: &Secret) -> Result<DatabaseSecr
 async fn check_external_file_store(
     secrets: &Api<Secret>,
     ext: &mattermost_api::v1beta1::ExternalFileStore,
+    values: &mut crate::redact::Secrets,
 ) -> Result<(&'static str, String), ConfigError> {
     if ext.bucket.is_empty() {
         return Err(ConfigError::InvalidSpec(
@@ -298,7 +304,12 @@ async fn check_external_file_store(
         ));
     }
     let secret = get_secret(secrets, name, "file store").await?;
-    require_keys(&secret, name, "file store", &["accesskey", "secretkey"])?;
+    require_keys(
+        values.with(&secret),
+        name,
+        "file store",
+        &["accesskey", "secretkey"],
+    )?;
     Ok((
         "ExternalS3",
         format!("S3 bucket {:?} with keys from secret {name:?}", ext.bucket),
@@ -311,7 +322,7 @@ async fn check_claim(
 ) -> Result<(&'static str, String), ConfigError> {
     let pvc = api.get_opt(claim).await.map_err(|e| ConfigError::Api {
         what: format!("claim {claim:?}"),
-        message: e.to_string(),
+        message: crate::redact::api_message(&e),
     })?;
     let phase = pvc.and_then(|p| p.status).and_then(|s| s.phase);
     match phase.as_deref() {

@@ -75,17 +75,34 @@ fn request(resources: &ResourceRequirements, name: &str) -> f64 {
     req.or(limit).and_then(|q| parse_quantity(&q.0)).unwrap_or(0.0)
 }
 
-/// True when some Ready, schedulable node matching `selector` and tolerated by `tolerations` has
-/// `cpu` and `memory` free for one more pod. `Err` says why not.
+/// How many pods needing `cpu` and `memory` fit in `free_cpu` and `free_mem`.
+fn room(free_cpu: f64, free_mem: f64, cpu: f64, memory: f64) -> u64 {
+    let per = |free: f64, need: f64| {
+        if need <= 0.0 {
+            u64::MAX
+        } else if free < need {
+            0
+        } else {
+            // Bounded by the node's allocatable; the cast saturates.
+            (free / need).floor() as u64
+        }
+    };
+    per(free_cpu, cpu).min(per(free_mem, memory))
+}
+
+/// True when the Ready, schedulable nodes matching `selector` and tolerated by `tolerations` have
+/// `cpu` and `memory` free for `count` more pods (each on one node). `Err` says why not.
 pub fn fits(
     nodes: &[Node],
     pods: &[Pod],
     cpu: f64,
     memory: f64,
+    count: u32,
     selector: &BTreeMap<String, String>,
     tolerations: &[Toleration],
 ) -> Result<(), Blocked> {
     let mut candidates = 0;
+    let mut placeable: u64 = 0;
     let mut best: Option<(f64, f64)> = None;
     for node in nodes {
         let ready = node
@@ -127,7 +144,8 @@ pub fn fits(
                 free_mem -= request(&r, "memory");
             }
         }
-        if free_cpu >= cpu && free_mem >= memory {
+        placeable = placeable.saturating_add(room(free_cpu, free_mem, cpu, memory));
+        if placeable >= u64::from(count) {
             return Ok(());
         }
         if best.is_none_or(|(c, _)| free_cpu > c) {
@@ -141,6 +159,15 @@ pub fn fits(
         });
     }
     let (c, m) = best.unwrap_or_default();
+    if count > 1 {
+        return Err(Blocked {
+            reason: "InsufficientCapacity",
+            message: format!(
+                "the nodes have room for {placeable} of {count} new pods (each needs cpu {cpu}, memory {:.0}Mi)",
+                memory / 1_048_576.0
+            ),
+        });
+    }
     Err(Blocked {
         reason: "InsufficientCapacity",
         message: format!(
@@ -151,12 +178,12 @@ pub fn fits(
     })
 }
 
-/// Capacity check against the live cluster (lists nodes and pods; only runs when a rollout is
-/// about to start).
-pub async fn check_capacity(client: &Client, mm: &Mattermost) -> Result<(), Blocked> {
+/// Capacity check against the live cluster for `count` more pods (lists nodes and pods; only
+/// runs when a rollout or a scale-up is about to start).
+pub async fn check_capacity(client: &Client, mm: &Mattermost, count: u32) -> Result<(), Blocked> {
     let api_err = |e: kube::Error| Blocked {
         reason: "PreflightFailed",
-        message: format!("listing nodes/pods: {e}"),
+        message: format!("listing nodes/pods: {}", crate::redact::api_message(&e)),
     };
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
@@ -180,6 +207,7 @@ pub async fn check_capacity(client: &Client, mm: &Mattermost) -> Result<(), Bloc
         &pods,
         request(&resources, "cpu"),
         request(&resources, "memory"),
+        count,
         &selector,
         &tolerations,
     )
@@ -245,19 +273,36 @@ mod tests {
     fn capacity_counts_requests_selectors_and_taints() {
         let none = BTreeMap::new();
         let nodes = [node("a", "2", None), node("b", "8", Some("dedicated"))];
-        assert!(fits(&nodes, &[], 1.0, 1e9, &none, &[]).is_ok());
-        let err = fits(&nodes, &[pod("a", "1500m")], 1.0, 1e9, &none, &[]).unwrap_err();
+        assert!(fits(&nodes, &[], 1.0, 1e9, 1, &none, &[]).is_ok());
+        let err = fits(&nodes, &[pod("a", "1500m")], 1.0, 1e9, 1, &none, &[]).unwrap_err();
         assert_eq!(err.reason, "InsufficientCapacity");
         let tol = Toleration {
             key: Some("dedicated".into()),
             operator: Some("Exists".into()),
             ..Default::default()
         };
-        assert!(fits(&nodes, &[pod("a", "1500m")], 1.0, 1e9, &none, &[tol]).is_ok());
+        assert!(fits(&nodes, &[pod("a", "1500m")], 1.0, 1e9, 1, &none, &[tol]).is_ok());
         let sel = BTreeMap::from([("zone".to_owned(), "x".to_owned())]);
         assert_eq!(
-            fits(&nodes, &[], 1.0, 1.0, &sel, &[]).unwrap_err().reason,
+            fits(&nodes, &[], 1.0, 1.0, 1, &sel, &[]).unwrap_err().reason,
             "NoSchedulableNodes"
+        );
+    }
+
+    #[test]
+    fn scale_ups_need_room_for_every_new_pod() {
+        let none = BTreeMap::new();
+        let nodes = [node("a", "2", None), node("b", "3", None)];
+        assert!(
+            fits(&nodes, &[], 1.0, 1e9, 5, &none, &[]).is_ok(),
+            "2 + 3 pods of 1 cpu"
+        );
+        let err = fits(&nodes, &[], 1.0, 1e9, 6, &none, &[]).unwrap_err();
+        assert_eq!(err.reason, "InsufficientCapacity");
+        assert!(err.message.contains("room for 5 of 6"), "{}", err.message);
+        assert!(
+            fits(&nodes, &[], 0.0, 0.0, 1000, &none, &[]).is_ok(),
+            "no requests: always fits"
         );
     }
 

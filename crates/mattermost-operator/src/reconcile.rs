@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service, ServiceAcc
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -52,6 +52,8 @@ pub struct Stores {
     pub pvcs: Store<PersistentVolumeClaim>,
     /// Disruption budgets of installations.
     pub pdbs: Store<PodDisruptionBudget>,
+    /// Pods of installations (why new pods do not run; failed update-Job pods).
+    pub pods: Store<Pod>,
 }
 
 /// The cluster-wide cap on installations rolling out a new image at once. Only rollouts hold a
@@ -138,6 +140,49 @@ pub struct Context {
     /// Whether the capacity preflight may list Nodes; without it the check is skipped and the
     /// RolloutStarted event says so.
     pub capacity_check: bool,
+    /// Retry delays of failing installations.
+    pub backoff: Backoff,
+}
+
+/// Per-installation retry delays for failures: 5 s doubling up to 5 min, with jitter so a fleet
+/// does not retry in lockstep; reset by a reconcile without failure.
+#[derive(Debug, Default)]
+pub struct Backoff(std::sync::Mutex<std::collections::HashMap<String, u32>>);
+
+impl Backoff {
+    /// The delay before the next attempt for `key`, counting this failure.
+    pub fn next(&self, key: &str) -> Duration {
+        let attempt = match self.0.lock() {
+            Ok(mut m) => {
+                let n = m.entry(key.to_owned()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 1,
+        };
+        retry_delay(attempt, key)
+    }
+
+    /// Forgets the failures of `key`.
+    pub fn reset(&self, key: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(key);
+        }
+    }
+}
+
+/// Delay before attempt `attempt` (1-based): 5 s · 2^(attempt-1), at most 5 min, plus up to 10 %
+/// jitter derived from `seed` and the attempt.
+pub fn retry_delay(attempt: u32, seed: &str) -> Duration {
+    const BASE: u64 = 5;
+    const MAX: u64 = 300;
+    let secs = BASE
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
+        .min(MAX);
+    let hash =
+        u64::from_str_radix(&desired::names::short_hash(&format!("{seed}/{attempt}")), 16).unwrap_or(0);
+    let jitter_ms = hash % (secs * 100).max(1);
+    Duration::from_secs(secs) + Duration::from_millis(jitter_ms)
 }
 
 /// Errors that end a reconcile early and are retried with backoff.
@@ -150,7 +195,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// Writing the status failed.
-    #[error("writing status: {0}")]
+    #[error("writing status: {}", crate::redact::api_message(.0))]
     Status(#[source] Box<kube::Error>),
     /// Handing children back during a migration revert failed.
     #[error("migration revert: {0}")]
@@ -187,16 +232,10 @@ pub async fn reconcile(mm: Arc<Mattermost>, ctx: Arc<Context>) -> Result<Action,
     result
 }
 
-/// Transient failures: retry soon, with jitter so a fleet does not retry in lockstep.
-pub fn error_policy(mm: Arc<Mattermost>, err: &Error, _ctx: Arc<Context>) -> Action {
+/// Transient failures: retry with a growing delay (see [`Backoff`]).
+pub fn error_policy(mm: Arc<Mattermost>, err: &Error, ctx: Arc<Context>) -> Action {
     warn!(name = %mm.name_any(), namespace = mm.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
-    let jitter = u64::from(
-        mm.uid()
-            .unwrap_or_default()
-            .bytes()
-            .fold(0u8, |a, b| a.wrapping_add(b)),
-    ) % 10;
-    Action::requeue(Duration::from_secs(10 + jitter))
+    Action::requeue(ctx.backoff.next(&mm.uid().unwrap_or_else(|| mm.name_any())))
 }
 
 #[instrument(skip_all, fields(name = %mm.name_any(), namespace = mm.namespace().unwrap_or_default()))]
@@ -226,12 +265,16 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
     if observed.first_error().is_none()
         && let Err(e) = apply_children(mm, ctx, &names, &uid, &observed.inputs, &mut outcome).await
     {
-        warn!(reason = e.reason(), error = %e, "applying children failed");
+        let message = observed.secrets.scrub(&e.to_string());
+        warn!(reason = e.reason(), error = %message, "applying children failed");
         failure = Some(Failure {
             reason: e.reason(),
-            message: e.to_string(),
+            message,
         });
     }
+    let failure = failure
+        .or_else(|| outcome.scale_blocked.clone())
+        .or_else(|| outcome.job_pod_problem.clone());
 
     let deployment = outcome
         .deployment
@@ -252,10 +295,19 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
         .filter(|rs| rs.labels().get(INSTALLATION_LABEL) == Some(&names.app))
         .map(|rs| (**rs).clone())
         .collect();
+    let pods: Vec<Pod> = ctx
+        .stores
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(&ns))
+        .filter(|p| p.labels().get(INSTALLATION_LABEL) == Some(&names.app))
+        .map(|p| (**p).clone())
+        .collect();
     let service = cached(&ctx.stores.services, &names.app, &ns);
     let ingress = cached(&ctx.stores.ingresses, &names.app, &ns);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = status::compute(
+    let mut new_status = status::compute(
         &Observation {
             mm,
             checks: &observed.checks,
@@ -263,6 +315,7 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
             gate: &outcome.gate,
             deployment: deployment.as_ref(),
             replica_sets: &replica_sets,
+            pods: &pods,
             job_server: job_server.as_ref().map(Option::as_ref),
             service: service.as_ref(),
             ingress: ingress
@@ -274,6 +327,8 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
         mm.status.as_ref(),
         &now,
     );
+    // Text from pods and the API may carry credentials; the Secret values are known only now.
+    observed.secrets.scrub_status(&mut new_status);
     publish_events(ctx, mm, mm.status.as_ref(), &new_status, &outcome).await;
     track_rollout(ctx, &names, &new_status, &outcome.gate);
     if mm.status.as_ref() != Some(&new_status) {
@@ -281,6 +336,10 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
     }
 
     let state = new_status.state.as_deref().and_then(RunningState::parse);
+    if failure.is_some() {
+        return Ok(Action::requeue(ctx.backoff.next(&uid)));
+    }
+    ctx.backoff.reset(&uid);
     Ok(match state {
         Some(RunningState::Stable) => Action::await_change(),
         _ if matches!(outcome.gate, Gate::Waiting) => Action::requeue(ctx.slots.retry_after),
@@ -304,6 +363,10 @@ struct ChildrenOutcome {
     capacity_check_skipped: bool,
     rolled_back_from: Option<String>,
     rollback_started: bool,
+    /// A scale-up the capacity preflight refused (the live replica count was kept).
+    scale_blocked: Option<Failure>,
+    /// Why the running update Job's pod does not run (unschedulable, image pull...).
+    job_pod_problem: Option<Failure>,
 }
 
 async fn apply_children(
@@ -393,7 +456,7 @@ async fn apply_children(
 
     let new_image = main_image(&dep);
     let image_change = live.is_some() && live_image != new_image;
-    defer_default_spread(mm, &mut dep, live.as_ref());
+    desired::deferred::defer_pod_defaults(mm, &mut dep, live.as_ref());
 
     out.gate = match new_image.as_deref() {
         Some(image) if image_change => {
@@ -402,6 +465,7 @@ async fn apply_children(
         _ => Gate::Open,
     };
     if matches!(out.gate, Gate::Open | Gate::Passed { .. }) {
+        out.scale_blocked = scale_up_preflight(ctx, mm, &mut dep, live.as_ref()).await;
         if let Applied::Written(obj) = apply::ensure(client, live, dep, uid).await? {
             out.rollout_started = image_change;
             out.deployment = obj;
@@ -412,7 +476,7 @@ async fn apply_children(
             if let Some(last) = history.last.as_ref().filter(|_| rolled_back) {
                 set_container_image(&mut js, desired::names::JOB_SERVER_CONTAINER, last);
             }
-            defer_default_spread(mm, &mut js, live.as_ref());
+            desired::deferred::defer_pod_defaults(mm, &mut js, live.as_ref());
             if let Applied::Written(obj) = apply::ensure(client, live, js, uid).await? {
                 out.job_server = obj;
             }
@@ -429,6 +493,32 @@ async fn apply_children(
         }
     }
     cleanup_update_jobs(ctx, names, uid, &out.gate).await
+}
+
+/// A scale-up passes the same capacity preflight as an upgrade: refused, the Deployment keeps its
+/// live replica count and the installation reports why.
+async fn scale_up_preflight(
+    ctx: &Context,
+    mm: &Mattermost,
+    desired: &mut Deployment,
+    live: Option<&Deployment>,
+) -> Option<Failure> {
+    let have = live.and_then(|d| d.spec.as_ref()?.replicas)?;
+    let spec = desired.spec.as_mut()?;
+    let want = spec.replicas?;
+    if want <= have || mm.spec.skip_capacity_check() {
+        return None;
+    }
+    let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+    let blocked = preflight::check_capacity(&ctx.client, mm, more).await.err()?;
+    spec.replicas = Some(have);
+    Some(Failure {
+        reason: blocked.reason,
+        message: format!(
+            "scale-up from {have} to {want} replicas blocked: {}",
+            blocked.message
+        ),
+    })
 }
 
 /// Image references of the last two stable versions, from status.
@@ -492,7 +582,7 @@ async fn upgrade_gate(
         }
         if wants_capacity
             && ctx.capacity_check
-            && let Err(b) = preflight::check_capacity(&ctx.client, mm).await
+            && let Err(b) = preflight::check_capacity(&ctx.client, mm, 1).await
         {
             return Ok(Gate::Blocked {
                 reason: b.reason,
@@ -511,26 +601,6 @@ async fn upgrade_gate(
 
 fn slot_key(names: &Names) -> String {
     format!("{}/{}", names.namespace, names.app)
-}
-
-/// Defaults that change pods (the topology spread) wait for a rollout of a new image: adopting
-/// or reconciling an installation never restarts its pods by itself.
-fn defer_default_spread(mm: &Mattermost, desired: &mut Deployment, live: Option<&Deployment>) {
-    let Some(live) = live else { return };
-    let image = |d: &Deployment| {
-        pod_spec(d).map(|p| p.containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>())
-    };
-    if desired::deployment::user_topology_spread(mm) || image(live) != image(desired) {
-        return;
-    }
-    let live_spread = pod_spec(live).and_then(|p| p.topology_spread_constraints.clone());
-    if let Some(p) = desired.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
-        p.topology_spread_constraints = live_spread;
-    }
-}
-
-fn pod_spec(dep: &Deployment) -> Option<&k8s_openapi::api::core::v1::PodSpec> {
-    dep.spec.as_ref()?.template.spec.as_ref()
 }
 
 fn set_container_image(dep: &mut Deployment, container: &str, image: &str) {
@@ -615,15 +685,16 @@ async fn update_job_gate(
             Ok(Gate::Running { job: job_name })
         }
         Some(reason) => {
-            let message = failed_pod_message(&ctx.client, ns, &job_name)
-                .await
-                .unwrap_or(reason);
+            let message = failed_pod_message(&ctx.stores.pods, ns, &job_name).unwrap_or(reason);
             Ok(Gate::Failed {
                 job: job_name,
                 message,
             })
         }
-        None => Ok(Gate::Running { job: job_name }),
+        None => {
+            out.job_pod_problem = job_pod_problem(&ctx.stores.pods, ns, &job_name);
+            Ok(Gate::Running { job: job_name })
+        }
     }
 }
 
@@ -634,14 +705,38 @@ fn retry_requested(mm: &Mattermost, job: &Job) -> bool {
     want.is_some() && want != job.annotations().get(desired::update_job::RETRY_ANNOTATION)
 }
 
-/// Termination message of the Job's failed pod (the Go operator never looked).
-async fn failed_pod_message(client: &Client, ns: &str, job: &str) -> Option<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await
-        .ok()?;
-    list.items.iter().find_map(|p| {
+/// The problem the pod of a running update Job shows, if any (otherwise the upgrade would wait
+/// for it silently until the Job's deadline).
+fn job_pod_problem(pods: &Store<Pod>, ns: &str, job: &str) -> Option<Failure> {
+    let mut pods: Vec<Arc<Pod>> = pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| p.labels().get("job-name").map(String::as_str) == Some(job))
+        .collect();
+    pods.sort_by_key(|p| p.name_any());
+    pods.iter().find_map(|p| {
+        let problem = status::pods::pod_problem(p)?;
+        Some(Failure {
+            reason: problem.reason,
+            message: crate::redact::truncate(
+                &format!("update Job pod {}: {}", p.name_any(), problem.message),
+                crate::redact::MAX_STATUS_MESSAGE,
+            ),
+        })
+    })
+}
+
+/// Termination message of the Job's failed pod (the Go operator never looked), from the pod
+/// cache: scrubbed, and cut to its end (with `FallbackToLogsOnError` it is the log tail).
+fn failed_pod_message(pods: &Store<Pod>, ns: &str, job: &str) -> Option<String> {
+    let pods: Vec<Arc<Pod>> = pods
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| p.labels().get("job-name").map(String::as_str) == Some(job))
+        .collect();
+    pods.iter().find_map(|p| {
         let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
         let terminated = statuses
             .iter()
@@ -651,8 +746,12 @@ async fn failed_pod_message(client: &Client, ns: &str, job: &str) -> Option<Stri
             .terminated
             .as_ref()?;
         (terminated.exit_code != 0).then(|| {
-            let msg = terminated.message.clone().unwrap_or_default();
-            format!("exit code {}: {}", terminated.exit_code, msg.trim())
+            let msg = terminated.message.as_deref().unwrap_or_default();
+            format!(
+                "exit code {}: {}",
+                terminated.exit_code,
+                crate::redact::message_tail(msg)
+            )
         })
     })
 }
@@ -817,6 +916,14 @@ async fn publish_events(
         let after = find(&new.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()));
         (before != after).then(|| find(&new.conditions, type_)).flatten()
     };
+    if let Some(c) = changed(status::IMAGE_PINNED).filter(|c| c.status == "False") {
+        events.push((
+            EventType::Warning,
+            c.reason.clone(),
+            c.message.clone(),
+            "Reconcile",
+        ));
+    }
     if let Some(c) = changed(DEGRADED).filter(|c| c.status == "True") {
         events.push((
             EventType::Warning,
@@ -866,7 +973,8 @@ async fn publish_events(
         let event = Event {
             type_,
             reason,
-            note: Some(note),
+            // The API refuses longer notes, and the event would be lost.
+            note: Some(crate::redact::truncate(&note, crate::redact::MAX_EVENT_NOTE)),
             action: action.to_owned(),
             secondary: None,
         };

@@ -53,6 +53,18 @@ async fn go_style_manifests_are_accepted_and_invalid_ones_rejected_with_a_messag
             "replicas must not be negative",
         ),
         (
+            json!({"ingressName": "h", "replicas": 100000}),
+            "replicas must be at most 1000",
+        ),
+        (
+            json!({"ingressName": "h", "image": "mattermost/mattermost enterprise"}),
+            "image must be an image repository without tag or spaces",
+        ),
+        (
+            json!({"ingressName": "h", "image": "mattermost/mattermost-enterprise-edition:10.8.1"}),
+            "image must be an image repository without tag or spaces",
+        ),
+        (
             json!({"ingressName": "h", "database": {"readinessCheck": {"mode": "x"}}}),
             "readinessCheck.mode must be external or builtin",
         ),
@@ -65,6 +77,20 @@ async fn go_style_manifests_are_accepted_and_invalid_ones_rejected_with_a_messag
             "fileStore.external.secret is required",
         ),
     ];
+    // Registries with ports, nested paths and the 1000-replica limit itself are fine.
+    for spec in [
+        json!({"ingressName": "h", "image": "registry.example.com:5000/team/mattermost-enterprise-edition"}),
+        json!({"ingressName": "h", "image": "localhost/mm", "replicas": 1000}),
+    ] {
+        let mm: Mattermost = serde_json::from_value(json!({
+            "apiVersion": "installation.mattermost.com/v1beta1", "kind": "Mattermost",
+            "metadata": {"name": "good"}, "spec": spec
+        }))
+        .unwrap();
+        api.create(&dry, &mm)
+            .await
+            .unwrap_or_else(|e| panic!("{spec}: {e}"));
+    }
     for (spec, message) in cases {
         let mm: Mattermost = serde_json::from_value(json!({
             "apiVersion": "installation.mattermost.com/v1beta1", "kind": "Mattermost",

@@ -104,7 +104,8 @@ async fn only_the_leader_works_and_a_follower_takes_over_without_downtime() {
     work.apply(SECRETS).await;
     work.apply(include_str!("fixtures/mattermost-external.yaml"))
         .await;
-    work.patch_spec("mm-example-full", json!({"size": null, "replicas": 3})).await;
+    work.patch_spec("mm-example-full", json!({"size": null, "replicas": 3}))
+        .await;
     work.wait_state("mm-example-full", "stable").await;
     let events = audit.since(mark).unwrap();
     assert!(writes_by(&events, &user_a, work.name()) > 0, "the leader writes");

@@ -35,13 +35,27 @@ where
 
 #[tokio::test]
 async fn go_operator_installation_is_adopted_without_new_replicaset_or_pod_restart() {
-    let mut env = env_without_operator("mm-takeover").await;
+    adopt("mm-takeover", NAME).await;
+}
+
+/// The longest name the Go operator accepts: its children keep their Go names.
+#[tokio::test]
+async fn go_operator_installation_with_a_63_character_name_is_adopted_without_pod_restart() {
+    adopt(
+        "mm-takeover-long",
+        "mattermost-installation-with-a-name-of-exactly-sixty-three-char",
+    )
+    .await;
+}
+
+async fn adopt(prefix: &str, name: &str) {
+    let mut env = env_without_operator(prefix).await;
     env.apply(SECRETS).await;
-    env.apply(FULL).await;
+    env.apply(&FULL.replace(NAME, name)).await;
     let mms: Api<Mattermost> = env.api();
-    let uid = mms.get(NAME).await.unwrap().uid().unwrap();
+    let uid = mms.get(name).await.unwrap().uid().unwrap();
     let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&GO_CHILDREN.replace("OWNER_UID", &uid)).unwrap();
+        serde_saphyr::from_multiple(&GO_CHILDREN.replace("OWNER_UID", &uid).replace(NAME, name)).unwrap();
     for doc in docs.iter().filter(|d| !d.is_null()) {
         match doc["kind"].as_str().unwrap() {
             "ServiceAccount" => create::<ServiceAccount>(&env.api(), doc).await,
@@ -52,7 +66,7 @@ async fn go_operator_installation_is_adopted_without_new_replicaset_or_pod_resta
         }
     }
     let deps: Api<Deployment> = env.api();
-    let before = wait_for_object(&deps, NAME, TIMEOUT, |d: &Deployment| {
+    let before = wait_for_object(&deps, name, TIMEOUT, |d: &Deployment| {
         d.status.as_ref().and_then(|s| s.available_replicas) == Some(2)
     })
     .await
@@ -66,11 +80,11 @@ async fn go_operator_installation_is_adopted_without_new_replicaset_or_pod_resta
     assert_eq!((rs_before.len(), pods_before.len()), (1, 2));
 
     env.start_operator();
-    let mm = env.wait_state(NAME, "stable").await;
+    let mm = env.wait_state(name, "stable").await;
     assert_eq!(mm.status.as_ref().unwrap().version.as_deref(), Some("9.11.0"));
     // Give a wrongly changed template time to show up as a new ReplicaSet.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let after = deps.get(NAME).await.unwrap();
+    let after = deps.get(name).await.unwrap();
     // (The generation may move once: Deployments count annotation changes, and ours is new.)
     let template = |d: &Deployment| serde_json::to_value(&d.spec.as_ref().unwrap().template).unwrap();
     assert_eq!(template(&after), template(&before), "pod template unchanged");
@@ -94,7 +108,7 @@ async fn go_operator_installation_is_adopted_without_new_replicaset_or_pod_resta
         !after.annotations().contains_key("mattermost.com/last-applied"),
         "stale Go annotation removed"
     );
-    let svc: Service = env.api().get(NAME).await.unwrap();
+    let svc: Service = env.api().get(name).await.unwrap();
     assert!(!svc.annotations().contains_key("mattermost.com/last-applied"));
     let spec = svc.spec.unwrap();
     assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "immutable field kept");

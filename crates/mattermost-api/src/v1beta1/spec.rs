@@ -73,8 +73,13 @@ pub struct MattermostSpec {
     ).message("size must be one of 100users, 1000users, 5000users, 10000users, 25000users, cloud10users, cloud100users, miniSingleton, miniHA"))]
     pub size: Option<String>,
 
-    /// Container image repository (default mattermost/mattermost-enterprise-edition).
+    /// Container image repository (default mattermost/mattermost-enterprise-edition), without
+    /// tag: `[registry[:port]/]path`, as in `registry.example.com:5000/team/mattermost`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(
+        "self == '' || self.matches('^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*(:[0-9]+)?/)?[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*)*$')"
+    ).message("image must be an image repository without tag or spaces, such as registry.example.com:5000/mattermost/mattermost-enterprise-edition (the tag goes in version)"))]
+    #[schemars(length(max = 255))]
     pub image: Option<String>,
 
     /// Image tag, or a digest starting with `sha256:` (default 10.8.1).
@@ -84,8 +89,11 @@ pub struct MattermostSpec {
     pub version: Option<String>,
 
     /// Number of Mattermost pods. 0 hibernates the installation. Default from the size preset.
+    /// At most 1000: a typo must not create thousands of pods. To allow more, raise the limit in
+    /// the installed CRD's rule (docs/mattermost.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0").message("replicas must not be negative"))]
+    #[x_kube(validation = Rule::new("self <= 1000").message("replicas must be at most 1000 (the limit is a rule in the CRD; see docs/mattermost.md to raise it)"))]
     pub replicas: Option<i32>,
 
     /// Extra environment variables for the Mattermost container; they override the operator's

@@ -19,6 +19,7 @@ use super::env::{self, DATA_DIR, LICENSE_DIR, from_secret};
 use super::labels::{self, APP_JOB_SERVER, APP_MATTERMOST};
 use super::meta::child_meta;
 use super::names::{JOB_SERVER_CONTAINER, MAIN_CONTAINER, Names};
+use super::security;
 use super::service::{APP_PORT, METRICS_PORT};
 use super::{DbType, Inputs};
 
@@ -136,6 +137,9 @@ pub fn probe(default: Probe, user: Option<&Probe>) -> Probe {
     p
 }
 
+/// Name of the database readiness init container.
+pub const DATABASE_CHECK_CONTAINER: &str = "init-check-database";
+
 /// The database readiness init container, if the configuration calls for one.
 pub fn database_check(mm: &Mattermost, inputs: &Inputs) -> Option<Container> {
     let db_spec = mm.spec.database.as_ref();
@@ -150,7 +154,7 @@ pub fn database_check(mm: &Mattermost, inputs: &Inputs) -> Option<Container> {
             .filter(|t| !t.is_empty())
             .unwrap_or("5m".to_owned());
         return Some(Container {
-            name: "init-check-database".to_owned(),
+            name: DATABASE_CHECK_CONTAINER.to_owned(),
             image: Some(mm.spec.image_reference()),
             image_pull_policy: Some(pull_policy(mm)),
             command: Some(vec![
@@ -160,6 +164,7 @@ pub fn database_check(mm: &Mattermost, inputs: &Inputs) -> Option<Container> {
                 format!("--timeout={timeout}"),
             ]),
             env: Some(env::database_env(inputs)),
+            security_context: Some(security::default_container()),
             ..Default::default()
         });
     }
@@ -178,7 +183,7 @@ pub fn database_check(mm: &Mattermost, inputs: &Inputs) -> Option<Container> {
         DbType::Unknown => return None,
     };
     Some(Container {
-        name: "init-check-database".to_owned(),
+        name: DATABASE_CHECK_CONTAINER.to_owned(),
         image: Some(image.to_owned()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         command: Some(vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()]),
@@ -187,6 +192,7 @@ pub fn database_check(mm: &Mattermost, inputs: &Inputs) -> Option<Container> {
             &db.name,
             "DB_CONNECTION_CHECK_URL",
         )]),
+        security_context: Some(security::default_container()),
         ..Default::default()
     })
 }
@@ -240,10 +246,7 @@ pub fn mattermost_container(mm: &Mattermost, inputs: &Inputs) -> Container {
             default_probe(5, 6),
             probes.and_then(|p| p.readiness_probe.as_ref()),
         )),
-        security_context: spec
-            .pod_template
-            .as_ref()
-            .and_then(|p| p.container_security_context.clone()),
+        security_context: Some(security::container(mm)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Default::default()
     }
@@ -266,10 +269,7 @@ fn pod_spec(mm: &Mattermost, names: &Names) -> PodSpec {
         tolerations: scheduling
             .and_then(|s| s.tolerations.clone())
             .filter(|t| !t.is_empty()),
-        security_context: spec
-            .pod_template
-            .as_ref()
-            .and_then(|p| p.security_context.clone()),
+        security_context: Some(security::pod(mm)),
         topology_spread_constraints: topology_spread(mm, names),
         ..Default::default()
     }

@@ -1,6 +1,7 @@
 //! Pure builders of the desired children. No I/O: everything they need is in the `Mattermost`,
 //! the `Names` and the `Inputs` read beforehand by the reconciler.
 
+pub mod deferred;
 pub mod deployment;
 pub mod env;
 pub mod ingress;
@@ -10,6 +11,7 @@ pub mod names;
 pub mod patch;
 pub mod pdb;
 pub mod pvc;
+pub mod security;
 pub mod service;
 pub mod service_account;
 pub mod update_job;

@@ -1,5 +1,7 @@
 //! Child names, computed once per reconcile; builders only read them. They match the Go operator
-//! so existing installations are adopted by name.
+//! so existing installations are adopted by name. Names that must be DNS labels (Services, Jobs:
+//! at most 63 characters) and would be longer get a cut prefix and a stable hash instead, so
+//! every installation name the Go operator accepts (up to 63 characters) has valid children.
 
 use kube::ResourceExt;
 use mattermost_api::v1beta1::Mattermost;
@@ -9,6 +11,11 @@ pub const MAIN_CONTAINER: &str = "mattermost";
 /// Name of the job-server container (Go operator compatible).
 pub const JOB_SERVER_CONTAINER: &str = "mattermost-jobserver";
 
+/// Longest DNS label (Service and Job names, label values).
+pub const MAX_LABEL: usize = 63;
+/// Longest DNS subdomain (Deployment, ServiceAccount, Ingress, claim names).
+pub const MAX_SUBDOMAIN: usize = 253;
+
 /// Names of every child of one installation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -16,7 +23,7 @@ pub struct Names {
     pub app: String,
     /// Headless Service for cluster-peer discovery (includes not-ready pods).
     pub peers: String,
-    /// Dedicated job-server Deployment.
+    /// Dedicated job-server Deployment (a DNS subdomain, so the Go name always fits).
     pub job_server: String,
     /// Namespace of the installation.
     pub namespace: String,
@@ -27,8 +34,8 @@ impl Names {
     pub fn of(mm: &Mattermost) -> Self {
         let app = mm.name_any();
         Self {
-            peers: format!("{app}-peers"),
-            job_server: format!("{app}-jobserver"),
+            peers: fit(&app, "-peers", MAX_LABEL),
+            job_server: fit(&app, "-jobserver", MAX_SUBDOMAIN),
             namespace: mm.namespace().unwrap_or_default(),
             app,
         }
@@ -45,6 +52,44 @@ impl Names {
             .collect();
         format!("{}-update-{hash}", prefix.trim_end_matches('-'))
     }
+}
+
+/// `{base}{suffix}` when it has at most `max` characters (the Go operator's name); otherwise
+/// `base` cut short, `-`, the hash of the full name and `suffix`: unique, stable and valid.
+pub fn fit(base: &str, suffix: &str, max: usize) -> String {
+    let full = format!("{base}{suffix}");
+    if full.len() <= max {
+        return full;
+    }
+    let hash = short_hash(&full);
+    let keep = max.saturating_sub(suffix.len() + hash.len() + 1);
+    let prefix: String = base.chars().take(keep).collect();
+    format!("{}-{hash}{suffix}", prefix.trim_end_matches(['-', '.']))
+}
+
+/// True when `name` is a valid DNS label (RFC 1123): what Service and Job names must be.
+pub fn is_dns_label(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_LABEL
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// True when `name` is a valid DNS subdomain as Kubernetes checks it (labels of any length, at
+/// most 253 characters in all): what Deployment and most other names must be.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b[0] != b'-'
+            && b[b.len() - 1] != b'-'
+    };
+    name.len() <= MAX_SUBDOMAIN && name.split('.').all(label)
 }
 
 /// First 8 hex digits of the FNV-1a hash of `s`: stable across processes and versions.
@@ -74,5 +119,43 @@ mod tests {
         assert_ne!(n.update_job("a:1"), n.update_job("a:2"));
         let long = Mattermost::new(&"x".repeat(63), Default::default());
         assert!(Names::of(&long).update_job("a").len() <= 63);
+    }
+
+    #[test]
+    fn go_names_are_kept_where_they_fit() {
+        let n = Names::of(&Mattermost::new(&"a".repeat(57), Default::default()));
+        assert_eq!(n.peers, format!("{}-peers", "a".repeat(57)));
+        let n = Names::of(&Mattermost::new(&"a".repeat(63), Default::default()));
+        assert_eq!(
+            n.job_server,
+            format!("{}-jobserver", "a".repeat(63)),
+            "Go name of takeovers"
+        );
+        assert_eq!(n.peers.len(), 63);
+        assert!(n.peers.ends_with("-peers"));
+    }
+
+    proptest::proptest! {
+        /// Every name the Go operator accepts (a DNS label) yields valid, distinct children.
+        #[test]
+        fn every_child_name_is_valid(name in "[a-z]([a-z0-9-]{0,61}[a-z0-9])?", image in "[a-z/:.0-9]{1,40}") {
+            let n = Names::of(&Mattermost::new(&name, Default::default()));
+            proptest::prop_assert!(is_dns_label(&n.app));
+            proptest::prop_assert!(is_dns_label(&n.peers), "{}", n.peers);
+            proptest::prop_assert!(is_dns_subdomain(&n.job_server), "{}", n.job_server);
+            proptest::prop_assert!(is_dns_label(&n.update_job(&image)), "{}", n.update_job(&image));
+            proptest::prop_assert!(n.peers != n.app && n.job_server != n.app && n.peers != n.job_server);
+        }
+
+        /// Cut names stay distinct for distinct installations.
+        #[test]
+        fn cut_names_differ_for_different_installations(a in "[a-z]{58,63}", b in "[a-z]{58,63}") {
+            proptest::prop_assume!(a != b);
+            let (na, nb) = (
+                Names::of(&Mattermost::new(&a, Default::default())),
+                Names::of(&Mattermost::new(&b, Default::default())),
+            );
+            proptest::prop_assert_ne!(na.peers, nb.peers);
+        }
     }
 }

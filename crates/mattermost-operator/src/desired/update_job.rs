@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
 };
-use k8s_openapi::api::core::v1::{
-    Capabilities, Container, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext,
-};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mattermost_api::v1beta1::Mattermost;
 
@@ -20,6 +18,7 @@ use super::deployment::{command, volume_mounts, volumes};
 use super::labels::{self, APP_UPDATE_JOB};
 use super::meta::child_meta;
 use super::names::{MAIN_CONTAINER, Names};
+use super::security;
 use super::{Inputs, env};
 
 /// Annotation on the `Mattermost` that requests a new attempt after a failed update Job: set it
@@ -27,22 +26,6 @@ use super::{Inputs, env};
 pub const RETRY_ANNOTATION: &str = "installation.mattermost.com/retry-update-job";
 /// Annotation recording the image the Job validates.
 pub const IMAGE_ANNOTATION: &str = "installation.mattermost.com/update-image";
-
-fn restricted() -> SecurityContext {
-    SecurityContext {
-        run_as_non_root: Some(true),
-        allow_privilege_escalation: Some(false),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            add: None,
-        }),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            localhost_profile: None,
-        }),
-        ..Default::default()
-    }
-}
 
 /// The update Job for `image`.
 pub fn update_job(
@@ -74,7 +57,6 @@ pub fn update_job(
     let mut pod_labels = spec.resource_labels.clone().unwrap_or_default();
     pod_labels.extend(update.and_then(|u| u.extra_labels.clone()).unwrap_or_default());
     pod_labels.extend(labels::selector(names, APP_UPDATE_JOB));
-    let template = spec.pod_template.as_ref();
     let container = Container {
         name: MAIN_CONTAINER.to_owned(),
         image: Some(image.to_owned()),
@@ -83,11 +65,7 @@ pub fn update_job(
         args: Some(vec!["db".to_owned(), "migrate".to_owned()]),
         env: Some(env::mattermost_env(mm, inputs)),
         volume_mounts: Some(volume_mounts(mm)).filter(|m| !m.is_empty()),
-        security_context: Some(
-            template
-                .and_then(|t| t.container_security_context.clone())
-                .unwrap_or_else(restricted),
-        ),
+        security_context: Some(security::container(mm)),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Default::default()
     };
@@ -105,7 +83,7 @@ pub fn update_job(
             .and_then(|s| s.tolerations.clone())
             .filter(|t| !t.is_empty()),
         dns_config: spec.dns_config.clone(),
-        security_context: template.and_then(|t| t.security_context.clone()),
+        security_context: Some(security::pod(mm)),
         containers: vec![container],
         ..Default::default()
     };

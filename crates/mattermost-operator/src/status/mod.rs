@@ -2,9 +2,10 @@
 //! operator's meaning (fleet tools read it); conditions say why.
 
 pub mod conditions;
+pub mod pods;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mattermost_api::v1beta1::{
@@ -25,6 +26,8 @@ pub const DEGRADED: &str = "Degraded";
 pub const UPDATE_JOB: &str = "UpdateJobSucceeded";
 /// Result of the upgrade preflight checks.
 pub const PREFLIGHT: &str = "PreflightPassed";
+/// False when `version` is a tag that moves (`latest`, `master`, ...).
+pub const IMAGE_PINNED: &str = "ImagePinned";
 /// Endpoint value when there is none.
 pub const NO_ENDPOINT: &str = "not available";
 const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -87,6 +90,8 @@ pub struct Observation<'a> {
     pub deployment: Option<&'a Deployment>,
     /// ReplicaSets of the app Deployment.
     pub replica_sets: &'a [ReplicaSet],
+    /// Pods of the installation.
+    pub pods: &'a [Pod],
     /// The job-server Deployment when it is wanted.
     pub job_server: Option<Option<&'a Deployment>>,
     /// The app Service.
@@ -127,7 +132,6 @@ fn container_image(
 pub fn rollout(dep: &Deployment, replica_sets: &[ReplicaSet], container: &str) -> Rollout {
     let status = dep.status.clone().unwrap_or_default();
     let observed = status.observed_generation.unwrap_or(0) >= dep.metadata.generation.unwrap_or(0);
-    let revision = dep.metadata.annotations.as_ref().and_then(|a| a.get(REVISION));
     let uid = dep.metadata.uid.as_deref();
     let owned: Vec<&ReplicaSet> = replica_sets
         .iter()
@@ -144,34 +148,38 @@ pub fn rollout(dep: &Deployment, replica_sets: &[ReplicaSet], container: &str) -
         ann.and_then(|r| r.parse().ok()).unwrap_or(0)
     };
     let available = |rs: &ReplicaSet| rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-    let current = owned.iter().find(|rs| {
-        revision.is_some()
-            && rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) == revision
+    let current = current_replica_set(dep, replica_sets);
+    let serving = owned
+        .iter()
+        .filter(|rs| available(rs) > 0)
+        .max_by_key(|rs| rs_revision(rs));
+    Rollout {
+        observed: observed && current.is_some(),
+        replicas: status.replicas.unwrap_or(0),
+        updated: current.map(available).unwrap_or(0),
+        serving_image: serving
+            .and_then(|rs| container_image(rs.spec.as_ref()?.template.as_ref()?.spec.as_ref(), container)),
+    }
+}
+
+/// The ReplicaSet of `dep`'s current revision, once the ReplicaSet controller has seen it.
+pub fn current_replica_set<'a>(dep: &Deployment, replica_sets: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
+    let revision = dep.metadata.annotations.as_ref()?.get(REVISION)?;
+    let uid = dep.metadata.uid.as_deref()?;
+    replica_sets.iter().find(|rs| {
+        rs.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid)
+            && rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) == Some(revision)
             && rs
                 .status
                 .as_ref()
                 .and_then(|s| s.observed_generation)
                 .unwrap_or(0)
                 > 0
-    });
-    let serving = owned
-        .iter()
-        .filter(|rs| available(rs) > 0)
-        .max_by_key(|rs| rs_revision(rs));
-    let template_image = || {
-        container_image(
-            dep.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
-            container,
-        )
-    };
-    Rollout {
-        observed: observed && current.is_some(),
-        replicas: status.replicas.unwrap_or(0),
-        updated: current.map(|rs| available(rs)).unwrap_or(0),
-        serving_image: serving
-            .and_then(|rs| container_image(rs.spec.as_ref()?.template.as_ref()?.spec.as_ref(), container))
-            .or_else(template_image),
-    }
+    })
 }
 
 /// The Deployment controller's verdict that the rollout stopped progressing.
@@ -263,6 +271,37 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
     } else if let Some(msg) = obs.deployment.and_then(deadline_exceeded) {
         problems.push(("ProgressDeadlineExceeded", msg));
     }
+    let deployments = [obs.deployment, obs.job_server.flatten()];
+    if let Some(p) = deployments
+        .into_iter()
+        .flatten()
+        .find_map(|d| pods::new_pods_problem(d, current_replica_set(d, obs.replica_sets), obs.pods))
+    {
+        problems.push((p.reason, p.message));
+    }
+    let pinned = if mm.spec.has_mutable_tag() {
+        condition(
+            IMAGE_PINNED,
+            false,
+            "MutableTag",
+            format!(
+                "version {:?} is a tag that moves: pods may run different builds and upgrades are not gated; pin a version or a sha256: digest",
+                mm.spec.version()
+            ),
+            generation,
+            now,
+        )
+    } else {
+        condition(
+            IMAGE_PINNED,
+            true,
+            "Pinned",
+            format!("version {:?} is pinned", mm.spec.version()),
+            generation,
+            now,
+        )
+    };
+    upsert(conds, pinned);
     match obs.gate {
         Gate::Open | Gate::Blocked { .. } | Gate::Waiting => conditions::remove(conds, UPDATE_JOB),
         Gate::Running { job } => upsert(
@@ -362,10 +401,32 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
     status.replicas = Some(roll.replicas);
     status.updated_replicas = Some(roll.updated);
     status.endpoint = Some(endpoint.unwrap_or_else(|| NO_ENDPOINT.to_owned()));
-    if let Some(image) = &roll.serving_image {
-        let (repo, version) = split_image_reference(image);
-        status.image = Some(repo);
-        status.version = Some(version);
+    // Only what serves: the newest revision with available pods; nothing when no pod is
+    // available; the template's image when hibernated (nothing should serve).
+    let available = obs
+        .deployment
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    let template_image = obs
+        .deployment
+        .and_then(|d| container_image(d.spec.as_ref()?.template.spec.as_ref(), MAIN_CONTAINER));
+    let serving = match (&roll.serving_image, desired) {
+        (Some(image), _) => Some(Some(image.clone())),
+        (None, 0) => template_image.map(Some),
+        (None, _) if obs.deployment.is_some() && available == 0 => Some(None),
+        (None, _) => None,
+    };
+    match serving.map(|i| i.map(|i| split_image_reference(&i))) {
+        Some(Some((repo, version))) => {
+            status.image = Some(repo);
+            status.version = Some(version);
+        }
+        Some(None) => {
+            status.image = None;
+            status.version = None;
+        }
+        None => {}
     }
     status.error = problems.first().map(|(_, m)| m.clone());
 

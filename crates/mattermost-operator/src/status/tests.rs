@@ -100,6 +100,7 @@ fn compute_for(
         gate: &Gate::Open,
         deployment: Some(dep),
         replica_sets: sets,
+        pods: &[],
         job_server: None,
         service: None,
         ingress: None,
@@ -191,6 +192,7 @@ fn problems_keep_reconciling_with_reason() {
         gate: &Gate::Open,
         deployment: None,
         replica_sets: &[],
+        pods: &[],
         job_server: None,
         service: None,
         ingress: None,
@@ -224,6 +226,7 @@ fn failed_update_job_is_reported() {
         gate: &gate,
         deployment: Some(&dep),
         replica_sets: &sets,
+        pods: &[],
         job_server: None,
         service: None,
         ingress: None,
@@ -235,4 +238,78 @@ fn failed_update_job_is_reported() {
     let c = conditions::find(&st.conditions, UPDATE_JOB).unwrap();
     assert_eq!(c.reason, "UpdateJobFailed");
     assert!(c.message.contains("boom"));
+}
+
+#[test]
+fn no_version_while_no_pod_serves() {
+    let m = mm(2);
+    let mut old = MattermostStatus {
+        version: Some("1".into()),
+        image: Some("mm".into()),
+        ..Default::default()
+    };
+    // A fresh installation whose pods cannot be created: nothing serves, so no version.
+    let st = compute_for(
+        &m,
+        &deployment("1", "mm:1", 0),
+        &[rs("1", "mm:1", 0)],
+        Some(&old),
+        "2026-01-01T00:00:00Z",
+    );
+    assert_eq!((st.version.as_deref(), st.image.as_deref()), (None, None));
+    // Caches not filled yet (no ReplicaSet seen) but the Deployment has available pods: keep.
+    let mut dep = deployment("1", "mm:1", 2);
+    dep.status.as_mut().unwrap().available_replicas = Some(2);
+    old.version = Some("1".into());
+    let st = compute_for(&m, &dep, &[], Some(&old), "2026-01-01T00:00:00Z");
+    assert_eq!(st.version.as_deref(), Some("1"));
+}
+
+#[test]
+fn mutable_tags_are_flagged_and_pinned_ones_are_not() {
+    let mut m = mm(1);
+    let dep = deployment("1", "mm:1", 1);
+    let sets = [rs("1", "mm:1", 1)];
+    let st = compute_for(&m, &dep, &sets, None, "2026-01-01T00:00:00Z");
+    assert_eq!(
+        conditions::find(&st.conditions, IMAGE_PINNED).unwrap().status,
+        "True"
+    );
+    m.spec.version = Some("latest".into());
+    let st = compute_for(&m, &dep, &sets, None, "2026-01-01T00:00:00Z");
+    let c = conditions::find(&st.conditions, IMAGE_PINNED).unwrap();
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "MutableTag"));
+    assert_eq!(
+        conditions::find(&st.conditions, DEGRADED).unwrap().status,
+        "False",
+        "a warning, not a failure"
+    );
+}
+
+#[test]
+fn refused_pods_degrade_with_the_kubernetes_reason_and_message() {
+    use k8s_openapi::api::apps::v1::DeploymentCondition;
+    let m = mm(2);
+    let mut dep = deployment("2", "mm:2", 0);
+    dep.status.as_mut().unwrap().conditions = Some(vec![DeploymentCondition {
+        type_: "ReplicaFailure".into(),
+        status: "True".into(),
+        reason: Some("FailedCreate".into()),
+        message: Some(
+            "pods \"chat-1\" is forbidden: violates PodSecurity \"restricted:latest\": privileged (container \"mattermost\" must not set securityContext.privileged=true)"
+                .into(),
+        ),
+        ..Default::default()
+    }]);
+    let st = compute_for(
+        &m,
+        &dep,
+        &[rs("1", "mm:1", 2), rs("2", "mm:2", 0)],
+        None,
+        "2026-01-01T00:00:00Z",
+    );
+    let d = conditions::find(&st.conditions, DEGRADED).unwrap();
+    assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "FailedCreate"));
+    assert!(d.message.contains("violates PodSecurity"));
+    assert_eq!(st.version.as_deref(), Some("1"), "the old pods still serve");
 }
