@@ -196,6 +196,13 @@ pub async fn check_capacity(client: &Client, mm: &Mattermost, count: u32) -> Res
         .await
         .map_err(api_err)?
         .items;
+    installation_fits(&nodes, &pods, mm, count)
+}
+
+/// Whether `count` more pods of `mm` fit on `nodes` given the running `pods` (the pure part of
+/// [`check_capacity`]; the fleet CLI runs it over one list of nodes and pods for many
+/// installations).
+pub fn installation_fits(nodes: &[Node], pods: &[Pod], mm: &Mattermost, count: u32) -> Result<(), Blocked> {
     let resources = mm.spec.effective_resources();
     let scheduling = mm.spec.scheduling.as_ref();
     let selector = scheduling
@@ -203,8 +210,8 @@ pub async fn check_capacity(client: &Client, mm: &Mattermost, count: u32) -> Res
         .unwrap_or_default();
     let tolerations = scheduling.and_then(|s| s.tolerations.clone()).unwrap_or_default();
     fits(
-        &nodes,
-        &pods,
+        nodes,
+        pods,
         request(&resources, "cpu"),
         request(&resources, "memory"),
         count,

@@ -187,6 +187,25 @@ impl MattermostSpec {
         Some(parsed.unwrap_or(1_048_576_000))
     }
 
+    /// Names of the Secrets the installation references (database, file store, license).
+    pub fn referenced_secrets(&self) -> Vec<&str> {
+        let db = self
+            .database
+            .as_ref()
+            .and_then(|d| d.external.as_ref())
+            .map(|e| e.secret.as_str());
+        let fs = self
+            .file_store
+            .as_ref()
+            .and_then(|f| f.external.as_ref())
+            .and_then(|e| e.secret.as_deref());
+        [db, fs, self.license_secret.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
     /// The database in use.
     pub fn database_kind(&self) -> DatabaseKind<'_> {
         let external = self.database.as_ref().and_then(|d| d.external.as_ref());

@@ -1,0 +1,93 @@
+//! `migrate`: sets `spec.migrate` on ClusterInstallations (the operator migrates them under its
+//! rollout cap) and follows each through its steps; `--revert` sets it back.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use mattermost_api::v1alpha1::ClusterInstallation;
+use mattermost_api::v1beta1::Mattermost;
+use serde_json::json;
+
+use crate::error::Error;
+use crate::fleet::{self, Health};
+use crate::kube_ctx::{Ctx, key};
+
+/// Starts (or reverts) migrations; with `wait`, prints each step until every one finished.
+pub async fn run(ctx: &Ctx, names: &[String], wait: bool, revert: bool, timeout: Duration) -> Result<u8, Error> {
+    let cis = ctx.cluster_installations(names).await?;
+    if cis.is_empty() {
+        println!("no ClusterInstallation selected");
+        return Ok(0);
+    }
+    let pp = PatchParams {
+        field_manager: Some("kubectl-mattermost".into()),
+        ..Default::default()
+    };
+    let mut started = Vec::new();
+    for ci in &cis {
+        let wanted = !revert;
+        if ci.spec.migrate == Some(wanted) || (revert && ci.spec.migrate.is_none()) {
+            println!("{}: migrate is already {wanted}", key(ci));
+        } else {
+            let api: Api<ClusterInstallation> = Api::namespaced(ctx.client.clone(), &ci.namespace().unwrap_or_default());
+            api.patch(&ci.name_any(), &pp, &Patch::Merge(json!({"spec": {"migrate": wanted}})))
+                .await?;
+            println!("{}: migrate set to {wanted}", key(ci));
+        }
+        started.push(key(ci));
+    }
+    if !wait || revert {
+        return Ok(0);
+    }
+    let deadline = Instant::now() + timeout;
+    let mut steps: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let current: BTreeMap<String, ClusterInstallation> = ctx
+            .cluster_installations(&[])
+            .await?
+            .into_iter()
+            .map(|c| (key(&c), c))
+            .collect();
+        let mms: BTreeMap<String, Mattermost> = ctx.mattermosts(&[]).await?.into_iter().map(|m| (key(&m), m)).collect();
+        let mut done = 0;
+        let mut failed = Vec::new();
+        for k in &started {
+            let step = match current.get(k) {
+                Some(ci) => {
+                    let m = ci.status.as_ref().and_then(|s| s.migration.clone()).unwrap_or_default();
+                    if let Some(err) = m.error.filter(|e| !e.is_empty()) {
+                        failed.push(format!("{k}: {err}"));
+                    }
+                    m.status.unwrap_or_else(|| "waiting for the operator".into())
+                }
+                None if mms.get(k).is_some_and(|m| fleet::health(m) == Health::Stable) => {
+                    done += 1;
+                    "done: Mattermost stable".into()
+                }
+                None => "ClusterInstallation removed; Mattermost converging".into(),
+            };
+            if steps.get(k) != Some(&step) {
+                println!("{k}: {step}");
+                steps.insert(k.clone(), step);
+            }
+        }
+        if done == started.len() {
+            println!("migrated {done}/{}", started.len());
+            return Ok(0);
+        }
+        if !failed.is_empty() || Instant::now() > deadline {
+            for f in &failed {
+                println!("{f}");
+            }
+            println!(
+                "migrated {done}/{}; stopped ({}). Revert one with: kubectl mattermost migrate --revert -n <namespace> <name>",
+                started.len(),
+                if failed.is_empty() { "timeout" } else { "a migration failed" }
+            );
+            return Ok(1);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,62 @@
+//! `kubectl mattermost`: a kubectl plugin (on PATH as `kubectl-mattermost`) for fleets of
+//! Mattermost installations managed by mattermost-operator.
+
+mod cli;
+mod commands;
+mod error;
+mod fleet;
+mod kube_ctx;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Command, PlanCommand};
+use kube_ctx::Ctx;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    if let Command::Completion { shell } = &cli.command {
+        clap_complete::generate(*shell, &mut Cli::command(), "kubectl-mattermost", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    match run(cli).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, error::Error> {
+    let ctx = Ctx::connect(&cli.global).await?;
+    match cli.command {
+        Command::Status { name, output } => commands::status::run(&ctx, name, output).await,
+        Command::Plan {
+            what: PlanCommand::Upgrade(args),
+        } => commands::upgrade::run_plan(&ctx, &args).await,
+        Command::Upgrade(args) => commands::upgrade::run_upgrade(&ctx, &args).await,
+        Command::Rollback { names, wait, timeout } => {
+            commands::upgrade::run_rollback(&ctx, &names, wait, timeout).await
+        }
+        Command::Migrate {
+            names,
+            wait,
+            revert,
+            timeout,
+        } => commands::migrate::run(&ctx, &names, wait, revert, timeout).await,
+        Command::Preflight { name, version, output } => {
+            commands::preflight::run(&ctx, name, &version, output).await
+        }
+        Command::Report { name, output } => commands::report::run(&ctx, name, &output).await,
+        Command::Completion { .. } => Ok(0),
+    }
+}

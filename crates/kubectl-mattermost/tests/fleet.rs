@@ -1,0 +1,525 @@
+//! `kubectl mattermost` against the local control plane, run as a user runs it: the built binary
+//! with the kubeconfig, over fleets reconciled by an in-process operator.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use mattermost_api::v1alpha1::ClusterInstallation;
+use mattermost_api::v1beta1::Mattermost;
+use mattermost_operator::cli::Scope;
+use mattermost_operator::controller::{self, Settings};
+use mattermost_operator::metrics::Metrics;
+use mattermost_operator::reconcile::UpdateJobSettings;
+use serde_json::{Value, json};
+use testenv::TestNamespace;
+
+const SECRETS: &str = include_str!("../../mattermost-operator/tests/fixtures/secrets.yaml");
+const DB: &str = "postgres://mmuser:s3cr3t-db-pass@db.example.test:5432/mattermost?sslmode=disable";
+const TIMEOUT: Duration = Duration::from_secs(180);
+
+struct Fleet {
+    client: Client,
+    namespaces: Vec<TestNamespace>,
+    label: String,
+    operator: tokio::task::JoinHandle<()>,
+}
+
+impl Fleet {
+    /// `per_ns` installations (1 replica, external DB and S3) in each of `n_ns` new namespaces,
+    /// labelled `fleet=<prefix>`, reconciled by an operator with a rollout cap of `cap`.
+    async fn new(prefix: &str, n_ns: usize, per_ns: usize, cap: usize) -> Self {
+        let client = testenv::client().await.unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in mattermost_api::crds() {
+            let name = crd.name_any();
+            crds.patch(&name, &PatchParams::apply("testenv").force(), &Patch::Apply(&crd))
+                .await
+                .unwrap();
+            testenv::wait_for_object(&crds, &name, TIMEOUT, |c: &CustomResourceDefinition| {
+                c.status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+            .await
+            .unwrap();
+        }
+        let mut namespaces = Vec::new();
+        for _ in 0..n_ns {
+            let ns = TestNamespace::create(&client, prefix).await.unwrap();
+            testenv::apply_yaml(&client, &ns.name, SECRETS).await.unwrap();
+            namespaces.push(ns);
+        }
+        // Sorted, so that the fleet's order (namespace, name) follows the indexes.
+        namespaces.sort_by(|a, b| a.name.cmp(&b.name));
+        let label = namespaces[0].name.clone();
+        let mut fleet = Self {
+            client,
+            namespaces,
+            label,
+            operator: tokio::spawn(async {}),
+        };
+        fleet.start_operator(cap);
+        for ns in &fleet.namespaces {
+            for i in 0..per_ns {
+                fleet.create(&ns.name, &format!("mm-{i:02}"), json!({})).await;
+            }
+        }
+        fleet
+    }
+
+    /// (Re)starts the operator for the fleet's namespaces with a rollout cap of `cap`.
+    fn start_operator(&mut self, cap: usize) {
+        self.operator.abort();
+        let settings = Settings {
+            scope: Scope::Namespaces(self.namespaces.iter().map(|n| n.name.clone()).collect()),
+            concurrency: 8,
+            update_job: UpdateJobSettings::default(),
+            max_rollouts: cap,
+            requeue_on_limit_delay: Duration::from_secs(2),
+            capacity_check: true,
+        };
+        let metrics = Arc::new(Metrics::new(&["mattermost"], 8));
+        self.operator = tokio::spawn(controller::run(self.client.clone(), settings, metrics, || {}));
+    }
+
+    fn ns(&self, i: usize) -> &str {
+        &self.namespaces[i].name
+    }
+
+    async fn create(&self, ns: &str, name: &str, extra: Value) {
+        let mut spec = json!({
+            "version": "9.11.0",
+            "replicas": 1,
+            "ingress": {"enabled": false},
+            "database": {"external": {"secret": "db-credentials"}},
+            "fileStore": {"external": {"url": "s3.amazonaws.com", "bucket": "b", "secret": "file-store-credentials"}},
+        });
+        json_merge(&mut spec, extra);
+        let mm: Mattermost = serde_json::from_value(json!({
+            "apiVersion": "installation.mattermost.com/v1beta1", "kind": "Mattermost",
+            "metadata": {"name": name, "labels": {"fleet": self.label}},
+            "spec": spec,
+        }))
+        .unwrap();
+        Api::<Mattermost>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &mm)
+            .await
+            .unwrap();
+    }
+
+    async fn patch(&self, ns: &str, name: &str, spec: Value) {
+        Api::<Mattermost>::namespaced(self.client.clone(), ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
+            .await
+            .unwrap();
+    }
+
+    async fn get(&self, ns: &str, name: &str) -> Mattermost {
+        Api::<Mattermost>::namespaced(self.client.clone(), ns).get(name).await.unwrap()
+    }
+
+    fn selector(&self) -> String {
+        format!("fleet={}", self.label)
+    }
+
+    /// Runs the CLI over this fleet (`-A -l fleet=...` prepended to `args`).
+    fn cli(&self, args: &[&str]) -> Output {
+        let sel = self.selector();
+        let mut all = vec!["-A", "-l", sel.as_str()];
+        all.extend_from_slice(args);
+        cli(&all)
+    }
+
+    /// Waits until `status` says every installation is stable (exit code 0).
+    async fn wait_all_stable(&self) {
+        testenv::wait_until("fleet stable", TIMEOUT, || async {
+            (self.cli(&["status", "-o", "json"]).status.code() == Some(0)).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn cleanup(self) {
+        self.operator.abort();
+        for ns in self.namespaces {
+            ns.delete().await.unwrap();
+        }
+    }
+}
+
+fn json_merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                json_merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+fn cli(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-mattermost"))
+        .args(args)
+        .env("KUBECONFIG", testenv::kubeconfig_path())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn condition_reason(mm: &Mattermost, type_: &str) -> Option<String> {
+    mm.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
+}
+
+async fn wait_reason(fleet: &Fleet, ns: &str, name: &str, type_: &str, reason: &str) {
+    testenv::wait_until(&format!("{name} {type_}={reason}"), TIMEOUT, || async {
+        (condition_reason(&fleet.get(ns, name).await, type_).as_deref() == Some(reason)).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// 30 installations in 3 namespaces: 2 blocked (failed update Job), 1 degraded (missing license
+/// secret), 1 rolling and holding the only rollout slot, 2 waiting for it, 24 stable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
+    let mut fleet = Fleet::new("mm-cli-mix", 3, 10, 20).await;
+    // A connection string in a literal env value: the report must not carry it.
+    fleet
+        .patch(fleet.ns(2), "mm-09", json!({"mattermostEnv": [{"name": "MM_SQLSETTINGS_DATASOURCE", "value": DB}]}))
+        .await;
+    fleet.wait_all_stable().await;
+    let out = fleet.cli(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("30 installations: 30 stable"), "{}", stdout(&out));
+    // One rollout slot from now on.
+    fleet.start_operator(1);
+
+    fleet.patch(fleet.ns(0), "mm-00", json!({"version": "9.11.1-fail"})).await;
+    fleet.patch(fleet.ns(1), "mm-01", json!({"version": "9.11.1-fail"})).await;
+    wait_reason(&fleet, fleet.ns(0), "mm-00", "UpdateJobSucceeded", "UpdateJobFailed").await;
+    wait_reason(&fleet, fleet.ns(1), "mm-01", "UpdateJobSucceeded", "UpdateJobFailed").await;
+    fleet.patch(fleet.ns(1), "mm-05", json!({"licenseSecret": "missing-license"})).await;
+    fleet.patch(fleet.ns(2), "mm-02", json!({"version": "9.11.1-never-ready"})).await;
+    wait_reason(&fleet, fleet.ns(2), "mm-02", "Progressing", "UpdateJobRunning").await;
+    fleet.patch(fleet.ns(2), "mm-03", json!({"version": "9.11.1"})).await;
+    fleet.patch(fleet.ns(2), "mm-04", json!({"version": "9.11.1"})).await;
+    wait_reason(&fleet, fleet.ns(2), "mm-04", "Progressing", "WaitingForRolloutSlot").await;
+    wait_reason(&fleet, fleet.ns(2), "mm-03", "Progressing", "WaitingForRolloutSlot").await;
+    wait_reason(&fleet, fleet.ns(1), "mm-05", "LicenseConfigured", "SecretNotFound").await;
+
+    // status: lines, summary, exit code 1; JSON that matches.
+    let out = fleet.cli(&["status"]);
+    let text = stdout(&out);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(1), "blocked installations give exit code 1");
+    assert!(
+        text.contains("30 installations: 2 blocked, 1 degraded, 1 rolling, 24 stable, 2 waiting · rollouts in flight 1/"),
+        "{text}"
+    );
+    let line = |ns: &str, name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().take(2).eq([ns, name]))
+            .unwrap_or_else(|| panic!("no line for {ns}/{name} in\n{text}"))
+            .to_owned()
+    };
+    assert!(line(fleet.ns(0), "mm-00").contains("blocked"));
+    assert!(line(fleet.ns(0), "mm-00").contains("Degraded/UpdateJobFailed"));
+    assert!(line(fleet.ns(0), "mm-00").contains("9.11.0 → 9.11.1-fail"));
+    assert!(line(fleet.ns(2), "mm-03").contains("waiting"));
+    assert!(line(fleet.ns(1), "mm-05").contains("degraded"));
+    assert!(line(fleet.ns(0), "mm-07").contains("stable"));
+    let json: Value = serde_json::from_slice(&fleet.cli(&["status", "-o", "json"]).stdout).unwrap();
+    assert_eq!(json["items"].as_array().unwrap().len(), 30);
+    assert_eq!(json["summary"]["byHealth"], json!({"blocked": 2, "degraded": 1, "rolling": 1, "stable": 24, "waiting": 2}));
+    assert_eq!(json["summary"]["rolloutsInFlight"], 1);
+    let blocked: Vec<&str> = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["health"] == "blocked")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(blocked, ["mm-00", "mm-01"]);
+    let yaml = stdout(&fleet.cli(&["status", "-o", "yaml"]));
+    assert!(yaml.contains("rolloutsInFlight: 1"), "{yaml}");
+    // The detailed view.
+    let out = cli(&["status", "-n", fleet.ns(0), "mm-00"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1));
+    for want in ["Health:     blocked", "UpdateJobFailed", "Update Jobs:", "failed", "last stable 9.11.0", "Events:"] {
+        assert!(text.contains(want), "{want} missing in\n{text}");
+    }
+    // A fleet that is all stable exits 0 (one namespace's stable subset via a name).
+    assert_eq!(cli(&["status", "-n", fleet.ns(0), "mm-07"]).status.code(), Some(0));
+
+    // plan: nothing changes; waves 1 + 10 + 10 + 9; a downgrade is refused by the preflight.
+    let before: Vec<String> = Api::<Mattermost>::all(fleet.client.clone())
+        .list(&kube::api::ListParams::default().labels(&fleet.selector()))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|m| m.resource_version().unwrap_or_default())
+        .collect();
+    let out = fleet.cli(&["plan", "upgrade", "--version", "9.11.2", "-o", "json"]);
+    let plan: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan.len(), 30);
+    let mut waves: BTreeMap<u64, usize> = BTreeMap::new();
+    for l in &plan {
+        *waves.entry(l["wave"].as_u64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(waves.values().copied().collect::<Vec<_>>(), [1, 10, 10, 9]);
+    assert_eq!(plan[0]["installation"], format!("{}/mm-00", fleet.ns(0)));
+    let missing = plan
+        .iter()
+        .find(|l| l["installation"] == format!("{}/mm-05", fleet.ns(1)))
+        .unwrap();
+    assert!(missing["problems"][0].as_str().unwrap().contains("missing-license"));
+    assert_eq!(out.status.code(), Some(1), "a failing preflight gives exit code 1");
+    let table = stdout(&fleet.cli(&["plan", "upgrade", "--version", "9.10.0"]));
+    assert!(table.contains("DowngradeNotAllowed"), "{table}");
+    assert!(table.contains("in 4 waves"), "{table}");
+    let after: Vec<String> = Api::<Mattermost>::all(fleet.client.clone())
+        .list(&kube::api::ListParams::default().labels(&fleet.selector()))
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|m| m.resource_version().unwrap_or_default())
+        .collect();
+    assert_eq!(before, after, "plan changed nothing");
+
+    // preflight: cluster checks and one verdict per installation.
+    let out = fleet.cli(&["preflight", "--version", "9.11.2", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let checks: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let result = |check: &str, subject: &str| {
+        checks
+            .iter()
+            .find(|c| c["check"] == check && c["subject"] == subject)
+            .map(|c| c["result"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(result("crd", "mattermosts.installation.mattermost.com").as_deref(), Some("pass"));
+    assert_eq!(result("nodes", "cluster").as_deref(), Some("pass"));
+    assert_eq!(result("state", &format!("{}/mm-00", fleet.ns(0))).as_deref(), Some("fail"));
+    assert_eq!(result("preflight", &format!("{}/mm-05", fleet.ns(1))).as_deref(), Some("fail"));
+    assert_eq!(result("preflight", &format!("{}/mm-07", fleet.ns(0))).as_deref(), Some("pass"));
+    assert_eq!(checks.iter().filter(|c| c["check"] == "preflight").count(), 30);
+
+    // report: every installation, no secret value anywhere.
+    let file = std::env::temp_dir().join(format!("mm-report-{}.zip", fleet.label));
+    let out = fleet.cli(&["report", "-o", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let mut names = Vec::new();
+    for i in 0..zip.len() {
+        let mut f = zip.by_index(i).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+        for secret in [DB, "s3cr3t-db-pass", "s3cr3t-s3-key", "AKIAEXAMPLE"] {
+            assert!(!text.contains(secret), "{} contains {secret}", f.name());
+        }
+        names.push(f.name().to_owned());
+    }
+    for want in [
+        format!("{}/mm-09/mattermost.yaml", fleet.ns(2)),
+        format!("{}/mm-09/deployments.yaml", fleet.ns(2)),
+        format!("{}/mm-00/jobs.yaml", fleet.ns(0)),
+        format!("{}/mm-00/secrets.yaml", fleet.ns(0)),
+        "versions.txt".to_owned(),
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    let _ = std::fs::remove_file(file);
+    fleet.cleanup().await;
+}
+
+/// Waves in order, never more in flight than a wave, a failure that stops the run with the later
+/// waves untouched, and a run killed half-way that continues without patching anyone twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_in_waves_stops_on_failure_and_resumes() {
+    let fleet = Fleet::new("mm-cli-up", 3, 10, 20).await;
+    fleet.wait_all_stable().await;
+    let audit = testenv::AuditLog::new();
+    let mark = audit.mark().unwrap();
+
+    // Sample how many installations are patched but not yet upgraded, all along.
+    let max_in_flight = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (client, sel, max) = (fleet.client.clone(), fleet.selector(), max_in_flight.clone());
+        tokio::spawn(async move {
+            loop {
+                let list = Api::<Mattermost>::all(client.clone())
+                    .list(&kube::api::ListParams::default().labels(&sel))
+                    .await
+                    .unwrap();
+                let n = list
+                    .items
+                    .iter()
+                    .filter(|m| {
+                        m.spec.version() == "9.11.1"
+                            && m.status.as_ref().and_then(|s| s.version.as_deref()) != Some("9.11.1")
+                    })
+                    .count();
+                max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let out = fleet.cli(&["upgrade", "--version", "9.11.1", "--canary", "1", "--wave-size", "10"]);
+    sampler.abort();
+    let text = stdout(&out);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("wave 1/4 (canary): "), "{text}");
+    assert!(lines[1].starts_with("wave 1/4 (canary): 1 stable"), "{text}");
+    assert!(lines[2].starts_with("wave 2/4: "), "{text}");
+    assert!(text.contains("upgraded 30/30 to 9.11.1"));
+    let max = max_in_flight.load(Ordering::SeqCst);
+    assert!((1..=10).contains(&max), "{max} in flight at once");
+
+    // A failing update Job in wave 3: stop after wave 3, wave 4 untouched.
+    let failing = (fleet.ns(1).to_owned(), "mm-05");
+    fleet
+        .patch(&failing.0, failing.1, json!({"updateJob": {"extraAnnotations": {"testenv.invalid/fail-after": "0s"}}}))
+        .await;
+    let out = fleet.cli(&["upgrade", "--version", "9.11.2", "--canary", "1", "--wave-size", "10"]);
+    let text = stdout(&out);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("stopped after wave 3/4: 1 failed (budget 0)"), "{text}");
+    assert!(text.contains(&format!("{}/mm-05", fleet.ns(1))));
+    for i in 0..10 {
+        let mm = fleet.get(fleet.ns(2), &format!("mm-{i:02}")).await;
+        let want = if i == 0 { "9.11.2" } else { "9.11.1" };
+        assert_eq!(mm.spec.version(), want, "{}/mm-{i:02}", fleet.ns(2));
+    }
+    // Fix it, retry its update Job, and continue: only wave 4 gets patched now.
+    fleet.patch(&failing.0, failing.1, json!({"updateJob": {"extraAnnotations": null}})).await;
+    Api::<Mattermost>::namespaced(fleet.client.clone(), &failing.0)
+        .patch(
+            failing.1,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"installation.mattermost.com/retry-update-job": "1"}}})),
+        )
+        .await
+        .unwrap();
+
+    let sel = fleet.selector();
+    testenv::wait_until("the fixed installation upgraded", TIMEOUT, || async {
+        let mm = fleet.get(&failing.0, failing.1).await;
+        (mm.status.as_ref().and_then(|s| s.version.as_deref()) == Some("9.11.2")
+            && mm.status.as_ref().and_then(|s| s.state.as_deref()) == Some("stable"))
+        .then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Killed half-way, then run again.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-mattermost"))
+        .args(["-A", "-l", &fleet.selector(), "upgrade", "--version", "9.11.2", "--wave-size", "10"])
+        .env("KUBECONFIG", testenv::kubeconfig_path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    testenv::wait_until("some of wave 4 patched", TIMEOUT, || async {
+        let list = Api::<Mattermost>::all(fleet.client.clone())
+            .list(&kube::api::ListParams::default().labels(&sel))
+            .await
+            .unwrap();
+        let n = list.items.iter().filter(|m| m.spec.version() == "9.11.2").count();
+        (n > 21).then_some(())
+    })
+    .await
+    .unwrap();
+    child.kill().await.unwrap();
+    let out = fleet.cli(&["upgrade", "--version", "9.11.2", "--wave-size", "10"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    fleet.wait_all_stable().await;
+    let patches: Vec<_> = audit
+        .since(mark)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.verb == "patch" && e.user_agent.starts_with("kubectl-mattermost/") && e.resource() == "mattermosts")
+        .collect();
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &patches {
+        let o = e.object_ref.clone().unwrap();
+        *per.entry(format!("{}/{}", o.namespace.unwrap_or_default(), o.name.unwrap_or_default())).or_default() += 1;
+    }
+    // Two upgrades (9.11.1, then 9.11.2 over three runs): each installation patched exactly twice.
+    assert_eq!(per.len(), 30);
+    assert!(per.values().all(|n| *n == 2), "patched more than once per version: {per:?}");
+
+    // Rollback of one installation goes back to its last stable version without an update Job.
+    let out = cli(&["rollback", "-n", fleet.ns(0), "mm-03", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(fleet.get(fleet.ns(0), "mm-03").await.spec.version(), "9.11.1");
+    fleet.cleanup().await;
+}
+
+/// `migrate -A --wait` over 20 ClusterInstallations with a cap of 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_a_fleet_of_cluster_installations() {
+    let fleet = Fleet::new("mm-cli-mig", 2, 0, 5).await;
+    let ci_yaml = include_str!("../../mattermost-operator/tests/fixtures/clusterinstallation.yaml");
+    let mut ci: ClusterInstallation = serde_saphyr::from_str(ci_yaml).unwrap();
+    ci.metadata.labels = Some([("fleet".to_owned(), fleet.label.clone())].into());
+    ci.spec.replicas = Some(1);
+    for ns in &fleet.namespaces {
+        let api: Api<ClusterInstallation> = Api::namespaced(fleet.client.clone(), &ns.name);
+        for i in 0..10 {
+            let mut c = ci.clone();
+            c.metadata.name = Some(format!("legacy-{i:02}"));
+            api.create(&PostParams::default(), &c).await.unwrap();
+        }
+    }
+    let sel = fleet.selector();
+    testenv::wait_until("legacy installations stable", TIMEOUT, || async {
+        let list = Api::<ClusterInstallation>::all(fleet.client.clone())
+            .list(&kube::api::ListParams::default().labels(&sel))
+            .await
+            .unwrap();
+        let stable = list
+            .items
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|s| s.state.as_deref()) == Some("stable"))
+            .count();
+        (stable == 20).then_some(())
+    })
+    .await
+    .unwrap();
+    let out = fleet.cli(&["migrate", "--wait"]);
+    let text = stdout(&out);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("migrated 20/20"), "{text}");
+    assert!(text.lines().filter(|l| l.contains("done: Mattermost stable")).count() == 20);
+    let left = Api::<ClusterInstallation>::all(fleet.client.clone())
+        .list(&kube::api::ListParams::default().labels(&sel))
+        .await
+        .unwrap();
+    assert!(left.items.is_empty());
+    // The migrated installations carry the label, so the fleet commands see them.
+    let out = fleet.cli(&["status"]);
+    assert!(stdout(&out).contains("20 installations: 20 stable"), "{}", stdout(&out));
+    fleet.cleanup().await;
+}
