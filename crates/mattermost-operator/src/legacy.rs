@@ -207,6 +207,17 @@ fn set_reconciled(
     crate::status::conditions::upsert(&mut status.conditions, c);
 }
 
+/// kstatus' `Reconciling`/`Stalled` pair (see `status::conditions::set_kstatus`).
+fn set_kstatus(
+    status: &mut ClusterInstallationStatus,
+    generation: Option<i64>,
+    reconciling: Option<(&str, String)>,
+    stalled: Option<(&str, String)>,
+) {
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    crate::status::conditions::set_kstatus(&mut status.conditions, reconciling, stalled, generation, &now);
+}
+
 fn is_legacy(dep: &Deployment) -> bool {
     let sel = dep.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref());
     sel.is_some_and(|l| l.contains_key(LEGACY_INSTALLATION_LABEL))
@@ -276,6 +287,12 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
                 ci.metadata.generation,
                 Err(("NotSupported", e.to_string())),
             );
+            set_kstatus(
+                &mut status,
+                ci.metadata.generation,
+                None,
+                Some(("NotSupported", e.to_string())),
+            );
             write_status(&api, &ci, status).await?;
             return Ok(Action::await_change());
         }
@@ -291,6 +308,12 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
             &mut status,
             ci.metadata.generation,
             Err((e.reason(), e.to_string())),
+        );
+        set_kstatus(
+            &mut status,
+            ci.metadata.generation,
+            None,
+            Some((e.reason(), e.to_string())),
         );
         warn!(error = %e, "legacy installation not reconciled");
         write_status(&api, &ci, status).await?;
@@ -355,6 +378,8 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
     status.migration = None;
     crate::status::conditions::remove(&mut status.conditions, "Migrating");
     set_reconciled(&mut status, ci.metadata.generation, Ok(()));
+    let rolling = (ready != want).then(|| ("RollingOut", format!("{ready}/{want} pods available")));
+    set_kstatus(&mut status, ci.metadata.generation, rolling, None);
     write_status(&api, &ci, status).await?;
     Ok(if ready == want {
         Action::requeue(Duration::from_secs(300))
@@ -392,6 +417,15 @@ async fn migrate(
     if !ctx.slots.acquire(&slot, under_way) {
         set_step(&mut status, step::WAITING);
         status.state = Some("reconciling".to_owned());
+        set_kstatus(
+            &mut status,
+            ci.metadata.generation,
+            Some((
+                step::WAITING,
+                "migration waits for a rollout slot (MAX_RECONCILING_INSTALLATIONS)".to_owned(),
+            )),
+            None,
+        );
         write_status(api, ci, status).await?;
         return Ok(Action::requeue(ctx.slots.retry_after));
     }
@@ -423,6 +457,15 @@ async fn migrate(
                 sets.delete(&rs.name_any(), &DeleteParams::background()).await?;
             }
             set_step(&mut status, step::CLEANUP);
+            set_kstatus(
+                &mut status,
+                ci.metadata.generation,
+                Some((
+                    step::CLEANUP,
+                    format!("migrated to Mattermost {name}; cleaning up"),
+                )),
+                None,
+            );
             write_status(api, ci, status).await?;
             release_finalizer(client, mm_live).await?;
             api.delete(&name, &DeleteParams::background()).await?;
@@ -507,8 +550,16 @@ async fn migrate(
     let msg = format!("migrating to Mattermost {name}: {step}");
     crate::status::conditions::upsert(
         &mut status.conditions,
-        crate::status::conditions::condition("Migrating", true, step, msg, ci.metadata.generation, &now),
+        crate::status::conditions::condition(
+            "Migrating",
+            true,
+            step,
+            msg.clone(),
+            ci.metadata.generation,
+            &now,
+        ),
     );
+    set_kstatus(&mut status, ci.metadata.generation, Some((step, msg)), None);
     write_status(api, ci, status).await?;
     Ok(Action::requeue(REQUEUE))
 }

@@ -17,6 +17,7 @@ use tokio::sync::OnceCell;
 
 pub mod process;
 pub mod scenario;
+pub mod tools;
 
 pub const TIMEOUT: Duration = Duration::from_secs(90);
 
