@@ -2,14 +2,15 @@
 //! sigs.k8s.io/cli-utils library (`hack/tools.sh`) judges objects read from the local control
 //! plane. InProgress while rolling out and while waiting for a rollout slot, Failed when blocked
 //! (failed update Job, bad configuration, failed preflight), Current when stable; the same for a
-//! `ClusterInstallation` during its migration.
+//! `ClusterInstallation` during its migration. Every object judged by kstatus is also judged by our
+//! Argo CD health check (Healthy, Progressing, Degraded), which must agree.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 use std::time::Duration;
 
-use common::tools::kstatus;
+use common::argocd::health;
 use common::{SECRETS, TIMEOUT, env_without_operator};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Api;
@@ -33,6 +34,22 @@ fn manifest(name: &str, version: &str) -> String {
         }
     }))
     .unwrap()
+}
+
+/// kstatus' verdict (status, message) on a real object, checked against the Argo CD health
+/// check's verdict on the same object: both tools must tell the same story.
+async fn kstatus<K: kube::Resource<DynamicType = ()> + serde::Serialize>(obj: &K) -> (String, String) {
+    let (status, message) = common::tools::kstatus(obj).await;
+    let json = serde_json::to_value(obj).unwrap();
+    let (argo, _) = health(&K::group(&()), &K::kind(&()), &json);
+    let expected = match status.as_str() {
+        "Current" => "Healthy",
+        "InProgress" => "Progressing",
+        "Failed" => "Degraded",
+        other => panic!("unexpected kstatus {other}"),
+    };
+    assert_eq!(argo, expected, "Argo CD health vs kstatus {status}: {json}");
+    (status, message)
 }
 
 fn cond<'a>(conds: &'a [Condition], type_: &str) -> &'a Condition {

@@ -15,6 +15,7 @@ use mattermost_operator::reconcile::UpdateJobSettings;
 use testenv::TestNamespace;
 use tokio::sync::OnceCell;
 
+pub mod argocd;
 pub mod process;
 pub mod scenario;
 pub mod tools;
