@@ -106,6 +106,9 @@ pub mod step {
     pub const WAITING: &str = "WaitingForSlot";
 }
 
+/// Name of this controller in metrics (`controller` label).
+pub const CONTROLLER: &str = "clusterinstallation";
+
 /// Errors of the legacy controller; retried with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -120,7 +123,19 @@ pub enum Error {
     MissingMetadata(&'static str),
 }
 
+impl Error {
+    /// Stable reason, as in metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApiError",
+            Error::Apply(e) => e.reason(),
+            Error::MissingMetadata(_) => "InternalError",
+        }
+    }
+}
+
 struct Ctx {
+    metrics: Arc<crate::metrics::Metrics>,
     client: Client,
     recorder: Recorder,
     slots: Arc<RolloutSlots>,
@@ -262,7 +277,17 @@ async fn event(ctx: &Ctx, ci: &ClusterInstallation, type_: EventType, reason: &s
     }
 }
 
+/// Entry point for the controller: one reconcile, measured.
 async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let result = reconcile_inner(ci, &ctx).await;
+    timer.finish(crate::metrics::ReconcileOutcome::of(&result, Error::reason));
+    result
+}
+
+#[tracing::instrument(skip_all, fields(name = %ci.name_any(), namespace = ci.namespace().unwrap_or_default()))]
+async fn reconcile_inner(ci: Arc<ClusterInstallation>, ctx: &Arc<Ctx>) -> Result<Action, Error> {
+    let ctx = ctx.clone();
     if ci.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -380,6 +405,7 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
     set_reconciled(&mut status, ci.metadata.generation, Ok(()));
     let rolling = (ready != want).then(|| ("RollingOut", format!("{ready}/{want} pods available")));
     set_kstatus(&mut status, ci.metadata.generation, rolling, None);
+    tracing::debug!(ready, want, "legacy installation reconciled");
     write_status(&api, &ci, status).await?;
     Ok(if ready == want {
         Action::requeue(Duration::from_secs(300))
@@ -625,8 +651,8 @@ pub(crate) async fn move_owners(
     .await
 }
 
-fn error_policy(_ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    warn!(error = %err, "legacy reconcile failed");
+fn error_policy(ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    warn!(name = %ci.name_any(), namespace = ci.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "legacy reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }
 
@@ -636,6 +662,7 @@ pub async fn run(
     namespace: Option<String>,
     concurrency: u16,
     slots: Arc<RolloutSlots>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: crate::controller::Shutdown,
 ) {
     let api: Api<ClusterInstallation> = match &namespace {
@@ -647,6 +674,7 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Ctx {
+        metrics,
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         slots,

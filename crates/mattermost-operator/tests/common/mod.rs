@@ -65,7 +65,7 @@ impl Env {
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
         };
-        let metrics = Arc::new(Metrics::new(&["mattermost"], 4));
+        let metrics = Arc::new(Metrics::new(&["mattermost", "clusterinstallation"], 4));
         self.operator = Some(tokio::spawn(controller::run(client, settings, metrics, || {})));
     }
 
