@@ -11,6 +11,7 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 bash hack/testenv/build.sh
+bash hack/tools.sh
 started=0
 if ! "$TESTENV_DIR/bin/kubectl" --kubeconfig "$TESTENV_DIR/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
   bash hack/testenv/up.sh

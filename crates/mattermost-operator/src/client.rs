@@ -69,6 +69,22 @@ pub fn client(mut config: Config) -> Result<Client, ClientError> {
     Ok(Client::try_from(config)?)
 }
 
+/// A client for `config` whose every request is counted in `rest_client_requests_total`.
+pub fn counted(
+    config: Config,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Result<Client, ClientError> {
+    let host = config
+        .cluster_url
+        .authority()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let layer = crate::rest_metrics::CountRequestsLayer::new(metrics, host);
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .build())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -365,7 +365,7 @@ fn run_scope(
                 tracing::debug!(error = %e, "controller event");
             }
         });
-    let legacy = crate::legacy::run(client, ns, settings.concurrency, slots, shutdown);
+    let legacy = crate::legacy::run(client, ns, settings.concurrency, slots, metrics, shutdown);
     Scoped {
         mattermosts: mm_store,
         synced: synced_all,

@@ -106,6 +106,9 @@ pub mod step {
     pub const WAITING: &str = "WaitingForSlot";
 }
 
+/// Name of this controller in metrics (`controller` label).
+pub const CONTROLLER: &str = "clusterinstallation";
+
 /// Errors of the legacy controller; retried with backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -120,7 +123,19 @@ pub enum Error {
     MissingMetadata(&'static str),
 }
 
+impl Error {
+    /// Stable reason, as in metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApiError",
+            Error::Apply(e) => e.reason(),
+            Error::MissingMetadata(_) => "InternalError",
+        }
+    }
+}
+
 struct Ctx {
+    metrics: Arc<crate::metrics::Metrics>,
     client: Client,
     recorder: Recorder,
     slots: Arc<RolloutSlots>,
@@ -207,6 +222,17 @@ fn set_reconciled(
     crate::status::conditions::upsert(&mut status.conditions, c);
 }
 
+/// kstatus' `Reconciling`/`Stalled` pair (see `status::conditions::set_kstatus`).
+fn set_kstatus(
+    status: &mut ClusterInstallationStatus,
+    generation: Option<i64>,
+    reconciling: Option<(&str, String)>,
+    stalled: Option<(&str, String)>,
+) {
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    crate::status::conditions::set_kstatus(&mut status.conditions, reconciling, stalled, generation, &now);
+}
+
 fn is_legacy(dep: &Deployment) -> bool {
     let sel = dep.spec.as_ref().and_then(|s| s.selector.match_labels.as_ref());
     sel.is_some_and(|l| l.contains_key(LEGACY_INSTALLATION_LABEL))
@@ -251,7 +277,17 @@ async fn event(ctx: &Ctx, ci: &ClusterInstallation, type_: EventType, reason: &s
     }
 }
 
+/// Entry point for the controller: one reconcile, measured.
 async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let result = reconcile_inner(ci, &ctx).await;
+    timer.finish(crate::metrics::ReconcileOutcome::of(&result, Error::reason));
+    result
+}
+
+#[tracing::instrument(skip_all, fields(name = %ci.name_any(), namespace = ci.namespace().unwrap_or_default()))]
+async fn reconcile_inner(ci: Arc<ClusterInstallation>, ctx: &Arc<Ctx>) -> Result<Action, Error> {
+    let ctx = ctx.clone();
     if ci.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -276,6 +312,12 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
                 ci.metadata.generation,
                 Err(("NotSupported", e.to_string())),
             );
+            set_kstatus(
+                &mut status,
+                ci.metadata.generation,
+                None,
+                Some(("NotSupported", e.to_string())),
+            );
             write_status(&api, &ci, status).await?;
             return Ok(Action::await_change());
         }
@@ -291,6 +333,12 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
             &mut status,
             ci.metadata.generation,
             Err((e.reason(), e.to_string())),
+        );
+        set_kstatus(
+            &mut status,
+            ci.metadata.generation,
+            None,
+            Some((e.reason(), e.to_string())),
         );
         warn!(error = %e, "legacy installation not reconciled");
         write_status(&api, &ci, status).await?;
@@ -355,6 +403,9 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
     status.migration = None;
     crate::status::conditions::remove(&mut status.conditions, "Migrating");
     set_reconciled(&mut status, ci.metadata.generation, Ok(()));
+    let rolling = (ready != want).then(|| ("RollingOut", format!("{ready}/{want} pods available")));
+    set_kstatus(&mut status, ci.metadata.generation, rolling, None);
+    tracing::debug!(ready, want, "legacy installation reconciled");
     write_status(&api, &ci, status).await?;
     Ok(if ready == want {
         Action::requeue(Duration::from_secs(300))
@@ -392,6 +443,15 @@ async fn migrate(
     if !ctx.slots.acquire(&slot, under_way) {
         set_step(&mut status, step::WAITING);
         status.state = Some("reconciling".to_owned());
+        set_kstatus(
+            &mut status,
+            ci.metadata.generation,
+            Some((
+                step::WAITING,
+                "migration waits for a rollout slot (MAX_RECONCILING_INSTALLATIONS)".to_owned(),
+            )),
+            None,
+        );
         write_status(api, ci, status).await?;
         return Ok(Action::requeue(ctx.slots.retry_after));
     }
@@ -423,6 +483,15 @@ async fn migrate(
                 sets.delete(&rs.name_any(), &DeleteParams::background()).await?;
             }
             set_step(&mut status, step::CLEANUP);
+            set_kstatus(
+                &mut status,
+                ci.metadata.generation,
+                Some((
+                    step::CLEANUP,
+                    format!("migrated to Mattermost {name}; cleaning up"),
+                )),
+                None,
+            );
             write_status(api, ci, status).await?;
             release_finalizer(client, mm_live).await?;
             api.delete(&name, &DeleteParams::background()).await?;
@@ -507,8 +576,16 @@ async fn migrate(
     let msg = format!("migrating to Mattermost {name}: {step}");
     crate::status::conditions::upsert(
         &mut status.conditions,
-        crate::status::conditions::condition("Migrating", true, step, msg, ci.metadata.generation, &now),
+        crate::status::conditions::condition(
+            "Migrating",
+            true,
+            step,
+            msg.clone(),
+            ci.metadata.generation,
+            &now,
+        ),
     );
+    set_kstatus(&mut status, ci.metadata.generation, Some((step, msg)), None);
     write_status(api, ci, status).await?;
     Ok(Action::requeue(REQUEUE))
 }
@@ -574,8 +651,8 @@ pub(crate) async fn move_owners(
     .await
 }
 
-fn error_policy(_ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    warn!(error = %err, "legacy reconcile failed");
+fn error_policy(ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Action {
+    warn!(name = %ci.name_any(), namespace = ci.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "legacy reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }
 
@@ -585,6 +662,7 @@ pub async fn run(
     namespace: Option<String>,
     concurrency: u16,
     slots: Arc<RolloutSlots>,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: crate::controller::Shutdown,
 ) {
     let api: Api<ClusterInstallation> = match &namespace {
@@ -596,6 +674,7 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Ctx {
+        metrics,
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         slots,

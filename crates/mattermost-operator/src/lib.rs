@@ -15,6 +15,7 @@ pub mod observe;
 pub mod preflight;
 pub mod reconcile;
 pub mod redact;
+pub mod rest_metrics;
 pub mod run;
 pub mod status;
 pub mod telemetry;

@@ -1,7 +1,12 @@
 //! Prometheus metrics: our domain metrics (`mattermost_operator_*`) and the controller-runtime
 //! names that existing Grafana dashboards query.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -28,6 +33,29 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// controller-runtime's workqueue labels: `name` (and `controller`, as since v0.19) = controller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    name: String,
+    controller: String,
+}
+
+/// client-go's `rest_client_requests_total` labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// HTTP status code, or `<error>` when no response came back.
+    pub code: String,
+    /// HTTP method.
+    pub method: String,
+    /// API server host (and port).
+    pub host: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
     state: String,
@@ -47,13 +75,38 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
 
-/// How a reconcile ended.
+/// How a reconcile ended, in controller-runtime's `result` terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReconcileOutcome {
-    /// Finished without error.
+    /// Finished without error and without asking to run again (`await_change`).
     Success,
+    /// Finished and asked to run again at once (`requeue(0)`).
+    Requeue,
+    /// Finished and asked to run again after a delay (`requeue(d)`, d > 0).
+    RequeueAfter,
     /// Failed with this stable reason.
     Error(&'static str),
+}
+
+impl ReconcileOutcome {
+    /// The outcome of a reconcile that returned `result`; `reason` names its error.
+    pub fn of<E>(result: &Result<Action, E>, reason: impl Fn(&E) -> &'static str) -> Self {
+        match result {
+            Err(e) => Self::Error(reason(e)),
+            Ok(a) if *a == Action::await_change() => Self::Success,
+            Ok(a) if *a == Action::requeue(Duration::ZERO) => Self::Requeue,
+            Ok(_) => Self::RequeueAfter,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Requeue => "requeue",
+            Self::RequeueAfter => "requeue_after",
+            Self::Error(_) => "error",
+        }
+    }
 }
 
 /// Every metric of the operator, registered in one registry. Shared as `Arc<Metrics>`.
@@ -76,6 +129,18 @@ pub struct Metrics {
     /// Installations whose upgrade is blocked.
     pub blocked_upgrades: Gauge,
     leader: Family<LeaseLabels, Gauge>,
+    wq_adds: Family<QueueLabels, Counter>,
+    wq_retries: Family<QueueLabels, Counter>,
+    wq_work: Family<QueueLabels, Histogram, fn() -> Histogram>,
+    wq_unfinished: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    wq_longest: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    /// Reconciles running now: id -> (controller, start), for the unfinished-work gauges.
+    in_flight: Mutex<HashMap<u64, (String, Instant)>>,
+    next_id: AtomicU64,
+    rest_requests: Family<RequestLabels, Counter>,
+    build_info: Family<BuildLabels, Gauge>,
+    resident_memory: Gauge<f64, AtomicU64>,
+    controllers: Vec<String>,
 }
 
 impl Metrics {
@@ -97,14 +162,71 @@ impl Metrics {
             upgrade_duration: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
             blocked_upgrades: Gauge::default(),
             leader: Family::default(),
+            wq_adds: Family::default(),
+            wq_retries: Family::default(),
+            wq_work: Family::new_with_constructor(duration_histogram),
+            wq_unfinished: Family::default(),
+            wq_longest: Family::default(),
+            in_flight: Mutex::default(),
+            next_id: AtomicU64::new(0),
+            rest_requests: Family::default(),
+            build_info: Family::default(),
+            resident_memory: Gauge::default(),
+            controllers: controllers.iter().map(|c| (*c).to_owned()).collect(),
             registry: Registry::default(),
         };
+        registry.register(
+            "rest_client_requests",
+            "Requests to the API server by status code, method and host (client-go's name)",
+            m.rest_requests.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of this process (from /proc/self/status)",
+            m.resident_memory.clone(),
+        );
+        let wq = registry.sub_registry_with_prefix("workqueue");
+        wq.register(
+            "adds",
+            "Reconciles dispatched by the controller's queue (deduplicated adds)",
+            m.wq_adds.clone(),
+        );
+        wq.register(
+            "retries",
+            "Reconciles that failed and were queued again with backoff",
+            m.wq_retries.clone(),
+        );
+        wq.register(
+            "work_duration_seconds",
+            "How long processing an item (one reconcile) takes",
+            m.wq_work.clone(),
+        );
+        wq.register(
+            "unfinished_work_seconds",
+            "Seconds of work in progress not yet observed by work_duration (sum over running reconciles)",
+            m.wq_unfinished.clone(),
+        );
+        wq.register(
+            "longest_running_processor_seconds",
+            "Seconds the longest running reconcile has been running",
+            m.wq_longest.clone(),
+        );
         registry.register(
             "leader_election_master_status",
             "1 while this process holds the leader Lease, 0 otherwise (controller-runtime's name)",
             m.leader.clone(),
         );
         let ours = registry.sub_registry_with_prefix("mattermost_operator");
+        ours.register(
+            "build_info",
+            "1, labelled with the operator's version",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
         ours.register("reconcile", "Reconciles started", m.reconciles.clone());
         ours.register(
             "reconcile_errors",
@@ -167,6 +289,14 @@ impl Metrics {
             m.cr_active.get_or_create(&l).set(0);
             m.cr_errors.get_or_create(&l).inc_by(0);
             m.reconciles.get_or_create(&l).inc_by(0);
+            let q = QueueLabels {
+                name: (*c).to_owned(),
+                controller: (*c).to_owned(),
+            };
+            m.wq_adds.get_or_create(&q).inc_by(0);
+            m.wq_retries.get_or_create(&q).inc_by(0);
+            m.wq_unfinished.get_or_create(&q).set(0.0);
+            m.wq_longest.get_or_create(&q).set(0.0);
             for result in ["success", "error", "requeue", "requeue_after"] {
                 m.cr_total
                     .get_or_create(&ResultLabels {
@@ -193,10 +323,48 @@ impl Metrics {
         };
         self.reconciles.get_or_create(&labels).inc();
         self.cr_active.get_or_create(&labels).inc();
+        self.wq_adds.get_or_create(&queue_labels(controller)).inc();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let start = Instant::now();
+        if let Ok(mut running) = self.in_flight.lock() {
+            running.insert(id, (controller.to_owned(), start));
+        }
         ReconcileTimer {
             metrics: self,
             labels,
-            start: Instant::now(),
+            start,
+            id,
+        }
+    }
+
+    /// Counts one request to the API server (`code` is the status, or `<error>`).
+    pub fn rest_request(&self, labels: &RequestLabels) {
+        self.rest_requests.get_or_create(labels).inc();
+    }
+
+    /// Refreshes the gauges computed at scrape time: unfinished work and process memory.
+    fn refresh(&self) {
+        let now = Instant::now();
+        let mut per: HashMap<String, (f64, f64)> = HashMap::new();
+        if let Ok(running) = self.in_flight.lock() {
+            for (controller, start) in running.values() {
+                let secs = now.duration_since(*start).as_secs_f64();
+                let e = per.entry(controller.clone()).or_default();
+                e.0 += secs;
+                e.1 = e.1.max(secs);
+            }
+        }
+        // Controllers with nothing running drop back to 0.
+        let mut known = self.controllers.clone();
+        known.extend(per.keys().filter(|c| !self.controllers.contains(c)).cloned());
+        for c in known {
+            let (sum, longest) = per.get(&c).copied().unwrap_or_default();
+            let q = queue_labels(&c);
+            self.wq_unfinished.get_or_create(&q).set(sum);
+            self.wq_longest.get_or_create(&q).set(longest);
+        }
+        if let Some(bytes) = resident_memory_bytes() {
+            self.resident_memory.set(bytes);
         }
     }
 
@@ -232,10 +400,32 @@ impl Metrics {
 
     /// OpenMetrics text.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.refresh();
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
     }
+}
+
+fn queue_labels(controller: &str) -> QueueLabels {
+    QueueLabels {
+        name: controller.to_owned(),
+        controller: controller.to_owned(),
+    }
+}
+
+/// `VmRSS` of /proc/self/status in bytes (Linux; `None` elsewhere).
+fn resident_memory_bytes() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024.0)
 }
 
 /// Records one reconcile when finished; dropping it unfinished only releases the worker gauge.
@@ -243,6 +433,7 @@ pub struct ReconcileTimer<'a> {
     metrics: &'a Metrics,
     labels: ControllerLabels,
     start: Instant,
+    id: u64,
 }
 
 impl ReconcileTimer<'_> {
@@ -252,21 +443,23 @@ impl ReconcileTimer<'_> {
         let secs = self.start.elapsed().as_secs_f64();
         m.duration.get_or_create(&self.labels).observe(secs);
         m.cr_time.get_or_create(&self.labels).observe(secs);
-        let result = match outcome {
-            ReconcileOutcome::Success => "success",
-            ReconcileOutcome::Error(reason) => {
-                let labels = ReasonLabels {
-                    controller: self.labels.controller.clone(),
-                    reason: reason.to_owned(),
-                };
-                m.failures.get_or_create(&labels).inc();
-                m.cr_errors.get_or_create(&self.labels).inc();
-                "error"
-            }
-        };
+        m.wq_work
+            .get_or_create(&queue_labels(&self.labels.controller))
+            .observe(secs);
+        if let ReconcileOutcome::Error(reason) = outcome {
+            let labels = ReasonLabels {
+                controller: self.labels.controller.clone(),
+                reason: reason.to_owned(),
+            };
+            m.failures.get_or_create(&labels).inc();
+            m.cr_errors.get_or_create(&self.labels).inc();
+            m.wq_retries
+                .get_or_create(&queue_labels(&self.labels.controller))
+                .inc();
+        }
         let labels = ResultLabels {
             controller: self.labels.controller.clone(),
-            result: result.to_owned(),
+            result: outcome.label().to_owned(),
         };
         m.cr_total.get_or_create(&labels).inc();
     }
@@ -275,6 +468,9 @@ impl ReconcileTimer<'_> {
 impl Drop for ReconcileTimer<'_> {
     fn drop(&mut self) {
         self.metrics.cr_active.get_or_create(&self.labels).dec();
+        if let Ok(mut running) = self.metrics.in_flight.lock() {
+            running.remove(&self.id);
+        }
     }
 }
 
@@ -284,16 +480,30 @@ mod tests {
 
     #[test]
     fn encodes_our_series_and_controller_runtime_names() {
-        let m = Metrics::new(&["mattermost"], 10);
+        let m = Metrics::new(&["mattermost", "clusterinstallation"], 10);
         m.reconcile_started("mattermost")
             .finish(ReconcileOutcome::Success);
         m.reconcile_started("mattermost")
             .finish(ReconcileOutcome::Error("SecretNotFound"));
+        let ok: Result<Action, ()> = Ok(Action::requeue(Duration::from_secs(5)));
+        m.reconcile_started("mattermost")
+            .finish(ReconcileOutcome::of(&ok, |_| "never"));
+        let running = m.reconcile_started("clusterinstallation");
+        std::thread::sleep(Duration::from_millis(20));
         m.set_installations_by_state(&[("stable".into(), 3)]);
         m.set_leader("b78a986e.mattermost.com", true);
         let text = m.encode().unwrap();
         for series in [
-            r#"mattermost_operator_reconcile_total{controller="mattermost"} 2"#,
+            r#"mattermost_operator_reconcile_total{controller="mattermost"} 3"#,
+            r#"controller_runtime_reconcile_total{controller="mattermost",result="requeue_after"} 1"#,
+            r#"controller_runtime_reconcile_total{controller="mattermost",result="error"} 1"#,
+            r#"workqueue_adds_total{name="mattermost",controller="mattermost"} 3"#,
+            r#"workqueue_retries_total{name="mattermost",controller="mattermost"} 1"#,
+            r#"workqueue_work_duration_seconds_count{name="mattermost",controller="mattermost"} 3"#,
+            r#"workqueue_unfinished_work_seconds{name="mattermost",controller="mattermost"} 0.0"#,
+            r#"controller_runtime_active_workers{controller="clusterinstallation"} 1"#,
+            r#"mattermost_operator_build_info{version=""#,
+            "process_resident_memory_bytes ",
             r#"mattermost_operator_reconcile_errors_total{controller="mattermost",reason="SecretNotFound"} 1"#,
             r#"mattermost_operator_installations{state="stable"} 3"#,
             r#"controller_runtime_reconcile_total{controller="mattermost",result="success"} 1"#,
@@ -305,5 +515,16 @@ mod tests {
         ] {
             assert!(text.contains(series), "missing {series} in\n{text}");
         }
+        let unfinished = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"workqueue_unfinished_work_seconds{name="clusterinstallation",controller="clusterinstallation"} "#)
+            })
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no unfinished work of the running reconcile in\n{text}"));
+        assert!(unfinished >= 0.02, "{unfinished}");
+        drop(running);
+        let text = m.encode().unwrap();
+        assert!(text.contains(r#"workqueue_unfinished_work_seconds{name="clusterinstallation",controller="clusterinstallation"} 0.0"#));
     }
 }

@@ -225,10 +225,7 @@ where
 pub async fn reconcile(mm: Arc<Mattermost>, ctx: Arc<Context>) -> Result<Action, Error> {
     let timer = ctx.metrics.reconcile_started(CONTROLLER);
     let result = reconcile_inner(&mm, &ctx).await;
-    timer.finish(match &result {
-        Ok(_) => ReconcileOutcome::Success,
-        Err(e) => ReconcileOutcome::Error(e.reason()),
-    });
+    timer.finish(ReconcileOutcome::of(&result, Error::reason));
     result
 }
 

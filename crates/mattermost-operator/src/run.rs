@@ -31,12 +31,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let config = client::config(args.kubeconfig.as_deref()).await?;
-    let client = kube::Client::try_from(config)?;
     let metrics = Arc::new(Metrics::new(
-        &[reconcile::CONTROLLER],
+        &[reconcile::CONTROLLER, crate::legacy::CONTROLLER],
         i64::from(args.max_reconcile_concurrency),
     ));
+    let config = client::config(args.kubeconfig.as_deref()).await?;
+    let client = client::counted(config, metrics.clone())?;
     let state = Arc::new(HttpState::new(metrics.clone()));
     let listener = http::bind(args.http_addr).await?;
     let server_state = state.clone();

@@ -34,6 +34,25 @@ pub fn upsert(conds: &mut Vec<Condition>, new: Condition) {
     }
 }
 
+/// Sets kstatus' abnormal-true pair: `Reconciling` (a change is under way) and `Stalled` (no
+/// progress without a person), each False with reason `AsExpected` when `None`. Both are always
+/// written so that a tool that saw them True also sees them go back to False.
+pub fn set_kstatus(
+    conds: &mut Vec<Condition>,
+    reconciling: Option<(&str, String)>,
+    stalled: Option<(&str, String)>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    for (type_, value) in [(super::RECONCILING, reconciling), (super::STALLED, stalled)] {
+        let c = match value {
+            Some((reason, message)) => condition(type_, true, reason, message, generation, now),
+            None => condition(type_, false, "AsExpected", "", generation, now),
+        };
+        upsert(conds, c);
+    }
+}
+
 /// Removes the condition of `type_`, if present.
 pub fn remove(conds: &mut Vec<Condition>, type_: &str) {
     conds.retain(|c| c.type_ != type_);

@@ -22,6 +22,12 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 /// True when the installation cannot converge without intervention.
 pub const DEGRADED: &str = "Degraded";
+/// kstatus "abnormal-true" condition: True while a change is rolled out or waits for a rollout
+/// slot. Flux, Helm's `--wait` and kpt read it as InProgress.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus "abnormal-true" condition: True when the operator cannot make progress without a
+/// person (failed update Job or preflight, progress deadline, bad configuration). Read as Failed.
+pub const STALLED: &str = "Stalled";
 /// State of the update Job gate.
 pub const UPDATE_JOB: &str = "UpdateJobSucceeded";
 /// Result of the upgrade preflight checks.
@@ -464,8 +470,21 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
     };
     upsert(
         conds,
-        condition(PROGRESSING, progressing, reason, progress, generation, now),
+        condition(
+            PROGRESSING,
+            progressing,
+            reason,
+            progress.clone(),
+            generation,
+            now,
+        ),
     );
+    let (reconciling, stalled) = match problems.first() {
+        Some((reason, message)) => (None, Some((*reason, message.clone()))),
+        None if progressing => (Some((reason, progress)), None),
+        None => (None, None),
+    };
+    conditions::set_kstatus(conds, reconciling, stalled, generation, now);
 
     if state == RunningState::Stable
         && let (Some(image), Some(version)) = (status.image.clone(), status.version.clone())

@@ -207,6 +207,12 @@ fn problems_keep_reconciling_with_reason() {
         ("True", "SecretNotFound")
     );
     assert_eq!(st.error.as_deref(), Some("database secret \"db\" not found"));
+    let stalled = conditions::find(&st.conditions, STALLED).unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "SecretNotFound"),
+        "bad configuration needs a person: kstatus Failed"
+    );
 }
 
 #[test]
@@ -312,4 +318,83 @@ fn refused_pods_degrade_with_the_kubernetes_reason_and_message() {
     assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "FailedCreate"));
     assert!(d.message.contains("violates PodSecurity"));
     assert_eq!(st.version.as_deref(), Some("1"), "the old pods still serve");
+}
+
+/// (status, reason) of `type_`.
+fn cond(st: &MattermostStatus, type_: &str) -> (String, String) {
+    let c = conditions::find(&st.conditions, type_).unwrap();
+    (c.status.clone(), c.reason.clone())
+}
+
+#[test]
+fn kstatus_pair_follows_rollout_slot_block_and_stable() {
+    let m = mm(1);
+    let checks = ok_checks();
+    let dep = deployment("1", "mm:1", 1);
+    let sets = [rs("1", "mm:1", 1)];
+    let observe = |gate: &Gate| {
+        let obs = Observation {
+            mm: &m,
+            checks: &checks,
+            failure: None,
+            gate,
+            deployment: Some(&dep),
+            replica_sets: &sets,
+            pods: &[],
+            job_server: None,
+            service: None,
+            ingress: None,
+            resource_patch: None,
+            rolled_back_from: None,
+        };
+        compute(&obs, None, &t("2026-01-01T00:00:00Z"))
+    };
+    let f = |s: &str| s.to_owned();
+    let stable = observe(&Gate::Open);
+    assert_eq!(cond(&stable, RECONCILING), (f("False"), f("AsExpected")));
+    assert_eq!(cond(&stable, STALLED), (f("False"), f("AsExpected")));
+    let waiting = observe(&Gate::Waiting);
+    assert_eq!(
+        cond(&waiting, RECONCILING),
+        (f("True"), f("WaitingForRolloutSlot"))
+    );
+    assert_eq!(cond(&waiting, STALLED).0, "False");
+    let running = observe(&Gate::Running { job: "j".into() });
+    assert_eq!(cond(&running, RECONCILING), (f("True"), f("UpdateJobRunning")));
+    let failed = observe(&Gate::Failed {
+        job: "j".into(),
+        message: "exit code 1".into(),
+    });
+    assert_eq!(cond(&failed, RECONCILING).0, "False");
+    assert_eq!(cond(&failed, STALLED), (f("True"), f("UpdateJobFailed")));
+    let blocked = observe(&Gate::Blocked {
+        reason: "InsufficientCapacity",
+        message: "no room".into(),
+    });
+    assert_eq!(cond(&blocked, STALLED), (f("True"), f("InsufficientCapacity")));
+    let mut late = dep.clone();
+    late.status.as_mut().unwrap().conditions = Some(vec![k8s_openapi::api::apps::v1::DeploymentCondition {
+        type_: "Progressing".into(),
+        status: "False".into(),
+        reason: Some("ProgressDeadlineExceeded".into()),
+        message: Some("too slow".into()),
+        ..Default::default()
+    }]);
+    let obs = Observation {
+        mm: &m,
+        checks: &checks,
+        failure: None,
+        gate: &Gate::Open,
+        deployment: Some(&late),
+        replica_sets: &sets,
+        pods: &[],
+        job_server: None,
+        service: None,
+        ingress: None,
+        resource_patch: None,
+        rolled_back_from: None,
+    };
+    let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
+    assert_eq!(cond(&st, STALLED), (f("True"), f("ProgressDeadlineExceeded")));
+    assert_eq!(cond(&st, RECONCILING).0, "False");
 }

@@ -15,8 +15,10 @@ use mattermost_operator::reconcile::UpdateJobSettings;
 use testenv::TestNamespace;
 use tokio::sync::OnceCell;
 
+pub mod argocd;
 pub mod process;
 pub mod scenario;
+pub mod tools;
 
 pub const TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -63,7 +65,7 @@ impl Env {
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
         };
-        let metrics = Arc::new(Metrics::new(&["mattermost"], 4));
+        let metrics = Arc::new(Metrics::new(&["mattermost", "clusterinstallation"], 4));
         self.operator = Some(tokio::spawn(controller::run(client, settings, metrics, || {})));
     }
 
