@@ -175,10 +175,20 @@ mod tests {
 
     #[test]
     fn flags_anywhere() {
-        let cli = Cli::try_parse_from(["kubectl-mattermost", "upgrade", "-A", "--version", "10.5.0", "--canary", "2"])
-            .unwrap();
+        let cli = Cli::try_parse_from([
+            "kubectl-mattermost",
+            "upgrade",
+            "-A",
+            "--version",
+            "10.5.0",
+            "--canary",
+            "2",
+        ])
+        .unwrap();
         assert!(cli.global.all_namespaces);
-        let Command::Upgrade(a) = cli.command else { panic!() };
+        let Command::Upgrade(a) = cli.command else {
+            panic!()
+        };
         assert_eq!((a.plan.canary, a.plan.wave_size, a.max_failures), (2, 10, 0));
     }
 }

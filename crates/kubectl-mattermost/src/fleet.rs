@@ -111,7 +111,8 @@ pub fn health(mm: &Mattermost) -> Health {
     if is(conds, PROGRESSING, "True").is_some_and(|c| c.reason == "WaitingForRolloutSlot") {
         return Health::Waiting;
     }
-    let current = status.observed_generation.is_some() && status.observed_generation == mm.metadata.generation;
+    let current =
+        status.observed_generation.is_some() && status.observed_generation == mm.metadata.generation;
     if current && status.state.as_deref() == Some("stable") {
         Health::Stable
     } else {
@@ -176,7 +177,11 @@ pub fn summary(rows: &[Row], in_flight: usize, cap: Option<u32>) -> Summary {
 
 /// True while `mm` holds one of the operator's rollout slots.
 pub fn holds_slot(mm: &Mattermost) -> bool {
-    let conds = mm.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let conds = mm
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     is(conds, PROGRESSING, "True").is_some_and(|c| c.reason == "RollingOut" || c.reason == "UpdateJobRunning")
 }
 
@@ -211,10 +216,7 @@ pub fn rollback_target(mm: &Mattermost) -> Option<String> {
     let desired = mm.spec.version();
     match status.last_stable_version.as_deref() {
         Some(last) if last != desired => Some(last.to_owned()),
-        _ => status
-            .previous_stable_version
-            .clone()
-            .filter(|p| p != desired),
+        _ => status.previous_stable_version.clone().filter(|p| p != desired),
     }
 }
 
@@ -286,7 +288,10 @@ mod tests {
         assert_eq!(row(&blocked).problem.as_deref(), Some("Degraded/UpdateJobFailed"));
         let secret = status("stable", vec![cond("Degraded", "True", "SecretNotFound")]);
         assert_eq!(health(&mm("10.0.0", Some(secret))), Health::Degraded);
-        let waiting = status("stable", vec![cond("Progressing", "True", "WaitingForRolloutSlot")]);
+        let waiting = status(
+            "stable",
+            vec![cond("Progressing", "True", "WaitingForRolloutSlot")],
+        );
         assert_eq!(health(&mm("10.1.0", Some(waiting))), Health::Waiting);
         let rolling = status("ready", vec![cond("Progressing", "True", "RollingOut")]);
         assert!(holds_slot(&mm("10.1.0", Some(rolling))));
@@ -298,7 +303,10 @@ mod tests {
         let pending = row(&mm("10.0.0", None));
         let blocked = row(&mm(
             "10.1.0",
-            Some(status("stable", vec![cond("Degraded", "True", "UpdateJobFailed")])),
+            Some(status(
+                "stable",
+                vec![cond("Degraded", "True", "UpdateJobFailed")],
+            )),
         ));
         assert_eq!(exit_code(std::slice::from_ref(&stable)), 0);
         assert_eq!(exit_code(&[stable.clone(), pending.clone()]), 3);
@@ -318,7 +326,10 @@ mod tests {
     #[test]
     fn rollback_goes_to_the_last_then_the_previous_stable_version() {
         let s = status("stable", vec![]);
-        assert_eq!(rollback_target(&mm("10.1.0", Some(s.clone()))).as_deref(), Some("10.0.0"));
+        assert_eq!(
+            rollback_target(&mm("10.1.0", Some(s.clone()))).as_deref(),
+            Some("10.0.0")
+        );
         assert_eq!(rollback_target(&mm("10.0.0", Some(s))).as_deref(), Some("9.11.0"));
         assert_eq!(rollback_target(&mm("10.0.0", None)), None);
     }

@@ -24,7 +24,12 @@ async fn main() -> ExitCode {
         }
     };
     if let Command::Completion { shell } = &cli.command {
-        clap_complete::generate(*shell, &mut Cli::command(), "kubectl-mattermost", &mut std::io::stdout());
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "kubectl-mattermost",
+            &mut std::io::stdout(),
+        );
         return ExitCode::SUCCESS;
     }
     match run(cli).await {
@@ -53,9 +58,11 @@ async fn run(cli: Cli) -> Result<u8, error::Error> {
             revert,
             timeout,
         } => commands::migrate::run(&ctx, &names, wait, revert, timeout).await,
-        Command::Preflight { name, version, output } => {
-            commands::preflight::run(&ctx, name, &version, output).await
-        }
+        Command::Preflight {
+            name,
+            version,
+            output,
+        } => commands::preflight::run(&ctx, name, &version, output).await,
         Command::Report { name, output } => commands::report::run(&ctx, name, &output).await,
         Command::Completion { .. } => Ok(0),
     }

@@ -117,13 +117,20 @@ impl Fleet {
 
     async fn patch(&self, ns: &str, name: &str, spec: Value) {
         Api::<Mattermost>::namespaced(self.client.clone(), ns)
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": spec })),
+            )
             .await
             .unwrap();
     }
 
     async fn get(&self, ns: &str, name: &str) -> Mattermost {
-        Api::<Mattermost>::namespaced(self.client.clone(), ns).get(name).await.unwrap()
+        Api::<Mattermost>::namespaced(self.client.clone(), ns)
+            .get(name)
+            .await
+            .unwrap()
     }
 
     fn selector(&self) -> String {
@@ -202,35 +209,96 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
     let mut fleet = Fleet::new("mm-cli-mix", 3, 10, 20).await;
     // A connection string in a literal env value: the report must not carry it.
     fleet
-        .patch(fleet.ns(2), "mm-09", json!({"mattermostEnv": [{"name": "MM_SQLSETTINGS_DATASOURCE", "value": DB}]}))
+        .patch(
+            fleet.ns(2),
+            "mm-09",
+            json!({"mattermostEnv": [{"name": "MM_SQLSETTINGS_DATASOURCE", "value": DB}]}),
+        )
         .await;
     fleet.wait_all_stable().await;
     let out = fleet.cli(&["status"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("30 installations: 30 stable"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("30 installations: 30 stable"),
+        "{}",
+        stdout(&out)
+    );
     // One rollout slot from now on.
     fleet.start_operator(1);
 
-    fleet.patch(fleet.ns(0), "mm-00", json!({"version": "9.11.1-fail"})).await;
-    fleet.patch(fleet.ns(1), "mm-01", json!({"version": "9.11.1-fail"})).await;
-    wait_reason(&fleet, fleet.ns(0), "mm-00", "UpdateJobSucceeded", "UpdateJobFailed").await;
-    wait_reason(&fleet, fleet.ns(1), "mm-01", "UpdateJobSucceeded", "UpdateJobFailed").await;
-    fleet.patch(fleet.ns(1), "mm-05", json!({"licenseSecret": "missing-license"})).await;
-    fleet.patch(fleet.ns(2), "mm-02", json!({"version": "9.11.1-never-ready"})).await;
+    fleet
+        .patch(fleet.ns(0), "mm-00", json!({"version": "9.11.1-fail"}))
+        .await;
+    fleet
+        .patch(fleet.ns(1), "mm-01", json!({"version": "9.11.1-fail"}))
+        .await;
+    wait_reason(
+        &fleet,
+        fleet.ns(0),
+        "mm-00",
+        "UpdateJobSucceeded",
+        "UpdateJobFailed",
+    )
+    .await;
+    wait_reason(
+        &fleet,
+        fleet.ns(1),
+        "mm-01",
+        "UpdateJobSucceeded",
+        "UpdateJobFailed",
+    )
+    .await;
+    fleet
+        .patch(fleet.ns(1), "mm-05", json!({"licenseSecret": "missing-license"}))
+        .await;
+    fleet
+        .patch(fleet.ns(2), "mm-02", json!({"version": "9.11.1-never-ready"}))
+        .await;
     wait_reason(&fleet, fleet.ns(2), "mm-02", "Progressing", "UpdateJobRunning").await;
-    fleet.patch(fleet.ns(2), "mm-03", json!({"version": "9.11.1"})).await;
-    fleet.patch(fleet.ns(2), "mm-04", json!({"version": "9.11.1"})).await;
-    wait_reason(&fleet, fleet.ns(2), "mm-04", "Progressing", "WaitingForRolloutSlot").await;
-    wait_reason(&fleet, fleet.ns(2), "mm-03", "Progressing", "WaitingForRolloutSlot").await;
-    wait_reason(&fleet, fleet.ns(1), "mm-05", "LicenseConfigured", "SecretNotFound").await;
+    fleet
+        .patch(fleet.ns(2), "mm-03", json!({"version": "9.11.1"}))
+        .await;
+    fleet
+        .patch(fleet.ns(2), "mm-04", json!({"version": "9.11.1"}))
+        .await;
+    wait_reason(
+        &fleet,
+        fleet.ns(2),
+        "mm-04",
+        "Progressing",
+        "WaitingForRolloutSlot",
+    )
+    .await;
+    wait_reason(
+        &fleet,
+        fleet.ns(2),
+        "mm-03",
+        "Progressing",
+        "WaitingForRolloutSlot",
+    )
+    .await;
+    wait_reason(
+        &fleet,
+        fleet.ns(1),
+        "mm-05",
+        "LicenseConfigured",
+        "SecretNotFound",
+    )
+    .await;
 
     // status: lines, summary, exit code 1; JSON that matches.
     let out = fleet.cli(&["status"]);
     let text = stdout(&out);
     println!("{text}");
-    assert_eq!(out.status.code(), Some(1), "blocked installations give exit code 1");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "blocked installations give exit code 1"
+    );
     assert!(
-        text.contains("30 installations: 2 blocked, 1 degraded, 1 rolling, 24 stable, 2 waiting · rollouts in flight 1/"),
+        text.contains(
+            "30 installations: 2 blocked, 1 degraded, 1 rolling, 24 stable, 2 waiting · rollouts in flight 1/"
+        ),
         "{text}"
     );
     let line = |ns: &str, name: &str| {
@@ -247,7 +315,10 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
     assert!(line(fleet.ns(0), "mm-07").contains("stable"));
     let json: Value = serde_json::from_slice(&fleet.cli(&["status", "-o", "json"]).stdout).unwrap();
     assert_eq!(json["items"].as_array().unwrap().len(), 30);
-    assert_eq!(json["summary"]["byHealth"], json!({"blocked": 2, "degraded": 1, "rolling": 1, "stable": 24, "waiting": 2}));
+    assert_eq!(
+        json["summary"]["byHealth"],
+        json!({"blocked": 2, "degraded": 1, "rolling": 1, "stable": 24, "waiting": 2})
+    );
     assert_eq!(json["summary"]["rolloutsInFlight"], 1);
     let blocked: Vec<&str> = json["items"]
         .as_array()
@@ -263,11 +334,21 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
     let out = cli(&["status", "-n", fleet.ns(0), "mm-00"]);
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(1));
-    for want in ["Health:     blocked", "UpdateJobFailed", "Update Jobs:", "failed", "last stable 9.11.0", "Events:"] {
+    for want in [
+        "Health:     blocked",
+        "UpdateJobFailed",
+        "Update Jobs:",
+        "failed",
+        "last stable 9.11.0",
+        "Events:",
+    ] {
         assert!(text.contains(want), "{want} missing in\n{text}");
     }
     // A fleet that is all stable exits 0 (one namespace's stable subset via a name).
-    assert_eq!(cli(&["status", "-n", fleet.ns(0), "mm-07"]).status.code(), Some(0));
+    assert_eq!(
+        cli(&["status", "-n", fleet.ns(0), "mm-07"]).status.code(),
+        Some(0)
+    );
 
     // plan: nothing changes; waves 1 + 10 + 10 + 9; a downgrade is refused by the preflight.
     let before: Vec<String> = Api::<Mattermost>::all(fleet.client.clone())
@@ -291,8 +372,17 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
         .iter()
         .find(|l| l["installation"] == format!("{}/mm-05", fleet.ns(1)))
         .unwrap();
-    assert!(missing["problems"][0].as_str().unwrap().contains("missing-license"));
-    assert_eq!(out.status.code(), Some(1), "a failing preflight gives exit code 1");
+    assert!(
+        missing["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("missing-license")
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failing preflight gives exit code 1"
+    );
     let table = stdout(&fleet.cli(&["plan", "upgrade", "--version", "9.10.0"]));
     assert!(table.contains("DowngradeNotAllowed"), "{table}");
     assert!(table.contains("in 4 waves"), "{table}");
@@ -316,17 +406,34 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
             .find(|c| c["check"] == check && c["subject"] == subject)
             .map(|c| c["result"].as_str().unwrap().to_owned())
     };
-    assert_eq!(result("crd", "mattermosts.installation.mattermost.com").as_deref(), Some("pass"));
+    assert_eq!(
+        result("crd", "mattermosts.installation.mattermost.com").as_deref(),
+        Some("pass")
+    );
     assert_eq!(result("nodes", "cluster").as_deref(), Some("pass"));
-    assert_eq!(result("state", &format!("{}/mm-00", fleet.ns(0))).as_deref(), Some("fail"));
-    assert_eq!(result("preflight", &format!("{}/mm-05", fleet.ns(1))).as_deref(), Some("fail"));
-    assert_eq!(result("preflight", &format!("{}/mm-07", fleet.ns(0))).as_deref(), Some("pass"));
+    assert_eq!(
+        result("state", &format!("{}/mm-00", fleet.ns(0))).as_deref(),
+        Some("fail")
+    );
+    assert_eq!(
+        result("preflight", &format!("{}/mm-05", fleet.ns(1))).as_deref(),
+        Some("fail")
+    );
+    assert_eq!(
+        result("preflight", &format!("{}/mm-07", fleet.ns(0))).as_deref(),
+        Some("pass")
+    );
     assert_eq!(checks.iter().filter(|c| c["check"] == "preflight").count(), 30);
 
     // report: every installation, no secret value anywhere.
     let file = std::env::temp_dir().join(format!("mm-report-{}.zip", fleet.label));
     let out = fleet.cli(&["report", "-o", file.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&file).unwrap()).unwrap();
     let mut names = Vec::new();
     for i in 0..zip.len() {
@@ -383,7 +490,15 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
             }
         })
     };
-    let out = fleet.cli(&["upgrade", "--version", "9.11.1", "--canary", "1", "--wave-size", "10"]);
+    let out = fleet.cli(&[
+        "upgrade",
+        "--version",
+        "9.11.1",
+        "--canary",
+        "1",
+        "--wave-size",
+        "10",
+    ]);
     sampler.abort();
     let text = stdout(&out);
     println!("{text}");
@@ -399,13 +514,28 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
     // A failing update Job in wave 3: stop after wave 3, wave 4 untouched.
     let failing = (fleet.ns(1).to_owned(), "mm-05");
     fleet
-        .patch(&failing.0, failing.1, json!({"updateJob": {"extraAnnotations": {"testenv.invalid/fail-after": "0s"}}}))
+        .patch(
+            &failing.0,
+            failing.1,
+            json!({"updateJob": {"extraAnnotations": {"testenv.invalid/fail-after": "0s"}}}),
+        )
         .await;
-    let out = fleet.cli(&["upgrade", "--version", "9.11.2", "--canary", "1", "--wave-size", "10"]);
+    let out = fleet.cli(&[
+        "upgrade",
+        "--version",
+        "9.11.2",
+        "--canary",
+        "1",
+        "--wave-size",
+        "10",
+    ]);
     let text = stdout(&out);
     println!("{text}");
     assert_eq!(out.status.code(), Some(1));
-    assert!(text.contains("stopped after wave 3/4: 1 failed (budget 0)"), "{text}");
+    assert!(
+        text.contains("stopped after wave 3/4: 1 failed (budget 0)"),
+        "{text}"
+    );
     assert!(text.contains(&format!("{}/mm-05", fleet.ns(1))));
     for i in 0..10 {
         let mm = fleet.get(fleet.ns(2), &format!("mm-{i:02}")).await;
@@ -413,12 +543,20 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
         assert_eq!(mm.spec.version(), want, "{}/mm-{i:02}", fleet.ns(2));
     }
     // Fix it, retry its update Job, and continue: only wave 4 gets patched now.
-    fleet.patch(&failing.0, failing.1, json!({"updateJob": {"extraAnnotations": null}})).await;
+    fleet
+        .patch(
+            &failing.0,
+            failing.1,
+            json!({"updateJob": {"extraAnnotations": null}}),
+        )
+        .await;
     Api::<Mattermost>::namespaced(fleet.client.clone(), &failing.0)
         .patch(
             failing.1,
             &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"installation.mattermost.com/retry-update-job": "1"}}})),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"installation.mattermost.com/retry-update-job": "1"}}}),
+            ),
         )
         .await
         .unwrap();
@@ -435,7 +573,16 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
 
     // Killed half-way, then run again.
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-mattermost"))
-        .args(["-A", "-l", &fleet.selector(), "upgrade", "--version", "9.11.2", "--wave-size", "10"])
+        .args([
+            "-A",
+            "-l",
+            &fleet.selector(),
+            "upgrade",
+            "--version",
+            "9.11.2",
+            "--wave-size",
+            "10",
+        ])
         .env("KUBECONFIG", testenv::kubeconfig_path())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -458,16 +605,28 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
         .since(mark)
         .unwrap()
         .into_iter()
-        .filter(|e| e.verb == "patch" && e.user_agent.starts_with("kubectl-mattermost/") && e.resource() == "mattermosts")
+        .filter(|e| {
+            e.verb == "patch"
+                && e.user_agent.starts_with("kubectl-mattermost/")
+                && e.resource() == "mattermosts"
+        })
         .collect();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
     for e in &patches {
         let o = e.object_ref.clone().unwrap();
-        *per.entry(format!("{}/{}", o.namespace.unwrap_or_default(), o.name.unwrap_or_default())).or_default() += 1;
+        *per.entry(format!(
+            "{}/{}",
+            o.namespace.unwrap_or_default(),
+            o.name.unwrap_or_default()
+        ))
+        .or_default() += 1;
     }
     // Two upgrades (9.11.1, then 9.11.2 over three runs): each installation patched exactly twice.
     assert_eq!(per.len(), 30);
-    assert!(per.values().all(|n| *n == 2), "patched more than once per version: {per:?}");
+    assert!(
+        per.values().all(|n| *n == 2),
+        "patched more than once per version: {per:?}"
+    );
 
     // Rollback of one installation goes back to its last stable version without an update Job.
     let out = cli(&["rollback", "-n", fleet.ns(0), "mm-03", "--wait"]);
@@ -512,7 +671,12 @@ async fn migrate_a_fleet_of_cluster_installations() {
     println!("{text}");
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("migrated 20/20"), "{text}");
-    assert!(text.lines().filter(|l| l.contains("done: Mattermost stable")).count() == 20);
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("done: Mattermost stable"))
+            .count()
+            == 20
+    );
     let left = Api::<ClusterInstallation>::all(fleet.client.clone())
         .list(&kube::api::ListParams::default().labels(&sel))
         .await
@@ -520,6 +684,10 @@ async fn migrate_a_fleet_of_cluster_installations() {
     assert!(left.items.is_empty());
     // The migrated installations carry the label, so the fleet commands see them.
     let out = fleet.cli(&["status"]);
-    assert!(stdout(&out).contains("20 installations: 20 stable"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("20 installations: 20 stable"),
+        "{}",
+        stdout(&out)
+    );
     fleet.cleanup().await;
 }

@@ -15,7 +15,13 @@ use crate::fleet::{self, Health};
 use crate::kube_ctx::{Ctx, key};
 
 /// Starts (or reverts) migrations; with `wait`, prints each step until every one finished.
-pub async fn run(ctx: &Ctx, names: &[String], wait: bool, revert: bool, timeout: Duration) -> Result<u8, Error> {
+pub async fn run(
+    ctx: &Ctx,
+    names: &[String],
+    wait: bool,
+    revert: bool,
+    timeout: Duration,
+) -> Result<u8, Error> {
     let cis = ctx.cluster_installations(names).await?;
     if cis.is_empty() {
         println!("no ClusterInstallation selected");
@@ -31,9 +37,14 @@ pub async fn run(ctx: &Ctx, names: &[String], wait: bool, revert: bool, timeout:
         if ci.spec.migrate == Some(wanted) || (revert && ci.spec.migrate.is_none()) {
             println!("{}: migrate is already {wanted}", key(ci));
         } else {
-            let api: Api<ClusterInstallation> = Api::namespaced(ctx.client.clone(), &ci.namespace().unwrap_or_default());
-            api.patch(&ci.name_any(), &pp, &Patch::Merge(json!({"spec": {"migrate": wanted}})))
-                .await?;
+            let api: Api<ClusterInstallation> =
+                Api::namespaced(ctx.client.clone(), &ci.namespace().unwrap_or_default());
+            api.patch(
+                &ci.name_any(),
+                &pp,
+                &Patch::Merge(json!({"spec": {"migrate": wanted}})),
+            )
+            .await?;
             println!("{}: migrate set to {wanted}", key(ci));
         }
         started.push(key(ci));
@@ -50,13 +61,22 @@ pub async fn run(ctx: &Ctx, names: &[String], wait: bool, revert: bool, timeout:
             .into_iter()
             .map(|c| (key(&c), c))
             .collect();
-        let mms: BTreeMap<String, Mattermost> = ctx.mattermosts(&[]).await?.into_iter().map(|m| (key(&m), m)).collect();
+        let mms: BTreeMap<String, Mattermost> = ctx
+            .mattermosts(&[])
+            .await?
+            .into_iter()
+            .map(|m| (key(&m), m))
+            .collect();
         let mut done = 0;
         let mut failed = Vec::new();
         for k in &started {
             let step = match current.get(k) {
                 Some(ci) => {
-                    let m = ci.status.as_ref().and_then(|s| s.migration.clone()).unwrap_or_default();
+                    let m = ci
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.migration.clone())
+                        .unwrap_or_default();
                     if let Some(err) = m.error.filter(|e| !e.is_empty()) {
                         failed.push(format!("{k}: {err}"));
                     }
@@ -84,7 +104,11 @@ pub async fn run(ctx: &Ctx, names: &[String], wait: bool, revert: bool, timeout:
             println!(
                 "migrated {done}/{}; stopped ({}). Revert one with: kubectl mattermost migrate --revert -n <namespace> <name>",
                 started.len(),
-                if failed.is_empty() { "timeout" } else { "a migration failed" }
+                if failed.is_empty() {
+                    "timeout"
+                } else {
+                    "a migration failed"
+                }
             );
             return Ok(1);
         }

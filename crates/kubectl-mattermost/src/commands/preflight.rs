@@ -54,9 +54,16 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
                 .and_then(|p| p.containers.first())
                 .and_then(|c| c.image.clone())
                 .unwrap_or_default();
-            checks.push(check("operator", &key(d), ready > 0, format!("{ready} ready, image {image}")));
+            checks.push(check(
+                "operator",
+                &key(d),
+                ready > 0,
+                format!("{ready} ready, image {image}"),
+            ));
             let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &d.namespace().unwrap_or_default());
-            let lease = leases.get_opt(mattermost_operator::leader::DEFAULT_LEASE_NAME).await?;
+            let lease = leases
+                .get_opt(mattermost_operator::leader::DEFAULT_LEASE_NAME)
+                .await?;
             let holder = lease
                 .and_then(|l| l.spec)
                 .and_then(|s| s.holder_identity)
@@ -65,14 +72,19 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
                 "leader",
                 &key(d),
                 holder.is_some(),
-                holder.map_or("no process holds the leader Lease".into(), |h| format!("held by {h}")),
+                holder.map_or("no process holds the leader Lease".into(), |h| {
+                    format!("held by {h}")
+                }),
             ));
         }
         None => checks.push(Check {
             check: "operator".into(),
             subject: "-".into(),
             result: "warn".into(),
-            reason: format!("no Deployment labelled {} found", crate::kube_ctx::OPERATOR_SELECTOR),
+            reason: format!(
+                "no Deployment labelled {} found",
+                crate::kube_ctx::OPERATOR_SELECTOR
+            ),
         }),
     }
     // The CRD: served, and this operator's version of it (spec.upgrade exists).
@@ -102,7 +114,12 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
         },
     ));
     let nodes = facts.schedulable_nodes();
-    checks.push(check("nodes", "cluster", nodes > 0, format!("{nodes} Ready, schedulable nodes")));
+    checks.push(check(
+        "nodes",
+        "cluster",
+        nodes > 0,
+        format!("{nodes} Ready, schedulable nodes"),
+    ));
 
     for mm in &mms {
         let k = key(mm);
@@ -119,7 +136,10 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
             &k,
             problems.is_empty(),
             if problems.is_empty() {
-                format!("{} → {version}: downgrade, secrets and capacity pass", mm.spec.version())
+                format!(
+                    "{} → {version}: downgrade, secrets and capacity pass",
+                    mm.spec.version()
+                )
             } else {
                 problems.join("; ")
             },
@@ -131,7 +151,12 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
     }
     let mut t = table(&["CHECK", "SUBJECT", "RESULT", "REASON"]);
     for c in &checks {
-        t.add_row(vec![c.check.clone(), c.subject.clone(), c.result.clone(), c.reason.clone()]);
+        t.add_row(vec![
+            c.check.clone(),
+            c.subject.clone(),
+            c.result.clone(),
+            c.reason.clone(),
+        ]);
     }
     println!("{t}");
     let failed = checks.iter().filter(|c| c.result == "fail").count();

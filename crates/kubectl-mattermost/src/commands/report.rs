@@ -23,7 +23,15 @@ use serde_json::Value;
 use crate::error::Error;
 use crate::kube_ctx::{Ctx, key};
 
-const SENSITIVE: &[&str] = &["PASSWORD", "SECRET", "TOKEN", "KEY", "DATASOURCE", "DSN", "CREDENTIAL"];
+const SENSITIVE: &[&str] = &[
+    "PASSWORD",
+    "SECRET",
+    "TOKEN",
+    "KEY",
+    "DATASOURCE",
+    "DSN",
+    "CREDENTIAL",
+];
 
 /// Strips what a bundle must not carry: managed fields, last-applied copies and sensitive
 /// environment values.
@@ -39,7 +47,11 @@ fn sanitize(value: &mut Value) {
             }
             if let Some(Value::Array(env)) = map.get_mut("env") {
                 for e in env.iter_mut() {
-                    let name = e.get("name").and_then(Value::as_str).unwrap_or_default().to_uppercase();
+                    let name = e
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_uppercase();
                     if SENSITIVE.iter().any(|s| name.contains(s))
                         && let Some(v) = e.get_mut("value")
                     {
@@ -63,7 +75,8 @@ struct Bundle {
 impl Bundle {
     fn text(&mut self, name: &str, text: &str) -> Result<(), Error> {
         let clean = self.secrets.scrub(&redact::scrub(text));
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let opts =
+            zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
         self.zip.start_file(name, opts)?;
         self.zip.write_all(clean.as_bytes())?;
         self.files += 1;
@@ -92,7 +105,10 @@ where
         + std::fmt::Debug,
 {
     let lp = ListParams::default().labels(&format!("{INSTALLATION_LABEL}={name}"));
-    Ok(Api::<K>::namespaced(ctx.client.clone(), ns).list(&lp).await?.items)
+    Ok(Api::<K>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?
+        .items)
 }
 
 /// Writes the bundle to `path`.
@@ -132,7 +148,17 @@ pub async fn run(ctx: &Ctx, name: Option<String>, path: &Path) -> Result<u8, Err
     let operators = ctx.operators().await?;
     let images: Vec<String> = operators
         .iter()
-        .filter_map(|d| d.spec.as_ref()?.template.spec.as_ref()?.containers.first()?.image.clone())
+        .filter_map(|d| {
+            d.spec
+                .as_ref()?
+                .template
+                .spec
+                .as_ref()?
+                .containers
+                .first()?
+                .image
+                .clone()
+        })
         .collect();
     b.text(
         "versions.txt",
@@ -149,22 +175,52 @@ pub async fn run(ctx: &Ctx, name: Option<String>, path: &Path) -> Result<u8, Err
          operator logs are not collected (use kubectl logs on the operator pod where it runs).\n",
     )?;
     b.objects("operator/deployments.yaml", &operators)?;
-    b.objects("clusterinstallations.yaml", &ctx.cluster_installations(&[]).await?)?;
+    b.objects(
+        "clusterinstallations.yaml",
+        &ctx.cluster_installations(&[]).await?,
+    )?;
     let mut events_by_ns: BTreeMap<String, Vec<Event>> = BTreeMap::new();
     for mm in &mms {
         let ns = mm.namespace().unwrap_or_default();
         let name = mm.name_any();
         let dir = format!("{ns}/{name}");
         b.objects(&format!("{dir}/mattermost.yaml"), std::slice::from_ref(mm))?;
-        b.objects(&format!("{dir}/deployments.yaml"), &children::<Deployment>(ctx, &ns, &name).await?)?;
-        b.objects(&format!("{dir}/replicasets.yaml"), &children::<ReplicaSet>(ctx, &ns, &name).await?)?;
-        b.objects(&format!("{dir}/pods.yaml"), &children::<Pod>(ctx, &ns, &name).await?)?;
-        b.objects(&format!("{dir}/services.yaml"), &children::<Service>(ctx, &ns, &name).await?)?;
-        b.objects(&format!("{dir}/ingresses.yaml"), &children::<Ingress>(ctx, &ns, &name).await?)?;
-        b.objects(&format!("{dir}/jobs.yaml"), &children::<Job>(ctx, &ns, &name).await?)?;
-        b.objects(&format!("{dir}/pdbs.yaml"), &children::<PodDisruptionBudget>(ctx, &ns, &name).await?)?;
-        b.objects(&format!("{dir}/serviceaccounts.yaml"), &children::<ServiceAccount>(ctx, &ns, &name).await?)?;
-        b.objects(&format!("{dir}/pvcs.yaml"), &children::<PersistentVolumeClaim>(ctx, &ns, &name).await?)?;
+        b.objects(
+            &format!("{dir}/deployments.yaml"),
+            &children::<Deployment>(ctx, &ns, &name).await?,
+        )?;
+        b.objects(
+            &format!("{dir}/replicasets.yaml"),
+            &children::<ReplicaSet>(ctx, &ns, &name).await?,
+        )?;
+        b.objects(
+            &format!("{dir}/pods.yaml"),
+            &children::<Pod>(ctx, &ns, &name).await?,
+        )?;
+        b.objects(
+            &format!("{dir}/services.yaml"),
+            &children::<Service>(ctx, &ns, &name).await?,
+        )?;
+        b.objects(
+            &format!("{dir}/ingresses.yaml"),
+            &children::<Ingress>(ctx, &ns, &name).await?,
+        )?;
+        b.objects(
+            &format!("{dir}/jobs.yaml"),
+            &children::<Job>(ctx, &ns, &name).await?,
+        )?;
+        b.objects(
+            &format!("{dir}/pdbs.yaml"),
+            &children::<PodDisruptionBudget>(ctx, &ns, &name).await?,
+        )?;
+        b.objects(
+            &format!("{dir}/serviceaccounts.yaml"),
+            &children::<ServiceAccount>(ctx, &ns, &name).await?,
+        )?;
+        b.objects(
+            &format!("{dir}/pvcs.yaml"),
+            &children::<PersistentVolumeClaim>(ctx, &ns, &name).await?,
+        )?;
         if let Some(meta) = secret_meta.get(&key(mm)) {
             b.objects(&format!("{dir}/secrets.yaml"), meta)?;
         }
@@ -176,12 +232,21 @@ pub async fn run(ctx: &Ctx, name: Option<String>, path: &Path) -> Result<u8, Err
         }
         let events: Vec<&Event> = events_by_ns[&ns]
             .iter()
-            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()).is_some_and(|n| n.starts_with(&name)))
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .and_then(|r| r.name.as_deref())
+                    .is_some_and(|n| n.starts_with(&name))
+            })
             .collect();
         b.objects(&format!("{dir}/events.yaml"), &events)?;
     }
     let files = b.files;
     b.zip.finish()?;
-    println!("wrote {} ({files} files, {} installations)", path.display(), mms.len());
+    println!(
+        "wrote {} ({files} files, {} installations)",
+        path.display(),
+        mms.len()
+    );
     Ok(0)
 }

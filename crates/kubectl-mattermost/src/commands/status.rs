@@ -34,7 +34,16 @@ pub async fn run(ctx: &Ctx, name: Option<String>, output: Output) -> Result<u8, 
     if structured(output, &fleet)? {
         return Ok(code);
     }
-    let mut t = table(&["NAMESPACE", "NAME", "HEALTH", "STATE", "VERSION", "READY", "PROBLEM", "SINCE"]);
+    let mut t = table(&[
+        "NAMESPACE",
+        "NAME",
+        "HEALTH",
+        "STATE",
+        "VERSION",
+        "READY",
+        "PROBLEM",
+        "SINCE",
+    ]);
     for r in &fleet.items {
         let version = match r.serving.as_deref() {
             Some(s) if s == r.desired => s.to_owned(),
@@ -62,11 +71,18 @@ pub async fn run(ctx: &Ctx, name: Option<String>, output: Output) -> Result<u8, 
 /// `30 installations: 25 stable, 2 blocked, ... · rollouts in flight 1/20`.
 pub fn summary_line(s: &Summary) -> String {
     let counts: Vec<String> = s.by_health.iter().map(|(h, n)| format!("{n} {h}")).collect();
-    let cap = s.rollout_cap.map_or("?".to_owned(), |c| if c == 0 { "∞".into() } else { c.to_string() });
+    let cap = s.rollout_cap.map_or(
+        "?".to_owned(),
+        |c| if c == 0 { "∞".into() } else { c.to_string() },
+    );
     format!(
         "{} installations: {} · rollouts in flight {}/{}",
         s.total,
-        if counts.is_empty() { "none".to_owned() } else { counts.join(", ") },
+        if counts.is_empty() {
+            "none".to_owned()
+        } else {
+            counts.join(", ")
+        },
         s.rollouts_in_flight,
         cap
     )
@@ -234,7 +250,12 @@ async fn detail(ctx: &Ctx, name: &str, output: Output) -> Result<u8, Error> {
     println!("\nEvents:");
     let mut t = table(&["AGE", "TYPE", "REASON", "NOTE"]);
     for e in detail.events.iter().rev().take(20).rev() {
-        t.add_row(vec![age(e.time.as_deref()), e.type_.clone(), e.reason.clone(), cell(&e.note, 100)]);
+        t.add_row(vec![
+            age(e.time.as_deref()),
+            e.type_.clone(),
+            e.reason.clone(),
+            cell(&e.note, 100),
+        ]);
     }
     println!("{t}");
     Ok(code)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams, PartialObjectMeta};
+use kube::api::{ListParams, PartialObjectMeta, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use mattermost_api::v1beta1::Mattermost;
 use mattermost_operator::preflight;
@@ -54,11 +54,15 @@ pub struct Facts {
 impl Facts {
     /// One LIST of nodes, of pods and of secret metadata per namespace involved.
     pub async fn read(ctx: &Ctx, mms: &[Mattermost]) -> Result<Self, Error> {
-        let nodes = Api::<Node>::all(ctx.client.clone()).list(&ListParams::default()).await?.items;
+        let nodes = Api::<Node>::all(ctx.client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
         let lp = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
         let pods = Api::<Pod>::all(ctx.client.clone()).list(&lp).await?.items;
         let mut secrets = BTreeMap::new();
-        let namespaces: std::collections::BTreeSet<String> = mms.iter().filter_map(|m| m.namespace()).collect();
+        let namespaces: std::collections::BTreeSet<String> =
+            mms.iter().filter_map(|m| m.namespace()).collect();
         for ns in namespaces {
             let list = Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), &ns)
                 .list_metadata(&ListParams::default())
@@ -162,12 +166,20 @@ pub async fn run_plan(ctx: &Ctx, args: &PlanArgs) -> Result<u8, Error> {
     let mut t = table(&["WAVE", "INSTALLATION", "FROM", "TO", "ACTION", "PREFLIGHT"]);
     for l in &lines {
         t.add_row(vec![
-            if l.wave == 1 && args.canary > 0 { "1 (canary)".to_owned() } else { l.wave.to_string() },
+            if l.wave == 1 && args.canary > 0 {
+                "1 (canary)".to_owned()
+            } else {
+                l.wave.to_string()
+            },
             l.installation.clone(),
             l.from.clone(),
             args.version.clone(),
             l.action.clone(),
-            if l.problems.is_empty() { "ok".to_owned() } else { l.problems.join("; ") },
+            if l.problems.is_empty() {
+                "ok".to_owned()
+            } else {
+                l.problems.join("; ")
+            },
         ]);
     }
     println!("{t}");
@@ -236,7 +248,11 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
     let mut failed: Vec<(String, String)> = Vec::new();
     let mut patched_now = 0usize;
     for (i, wave) in waves.iter().enumerate() {
-        let label = if i == 0 && args.plan.canary > 0 { " (canary)" } else { "" };
+        let label = if i == 0 && args.plan.canary > 0 {
+            " (canary)"
+        } else {
+            ""
+        };
         let current = by_key(ctx.mattermosts(&[]).await?);
         for k in wave {
             let Some(mm) = current.get(k) else { continue };
@@ -246,12 +262,20 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
             if interrupted.load(Ordering::SeqCst) {
                 return Ok(stopped(&progress, i + 1, patched_now));
             }
-            let api: Api<Mattermost> = Api::namespaced(ctx.client.clone(), &mm.namespace().unwrap_or_default());
+            let api: Api<Mattermost> =
+                Api::namespaced(ctx.client.clone(), &mm.namespace().unwrap_or_default());
             api.patch(&mm.name_any(), &pp, &patch).await?;
             patched_now += 1;
-            progress.line(&format!("wave {}/{}{label}: {k} {} → {version}", i + 1, waves.len(), mm.spec.version()));
+            progress.line(&format!(
+                "wave {}/{}{label}: {k} {} → {version}",
+                i + 1,
+                waves.len(),
+                mm.spec.version()
+            ));
         }
-        progress.bar.set_message(format!("wave {}/{}{label}", i + 1, waves.len()));
+        progress
+            .bar
+            .set_message(format!("wave {}/{}{label}", i + 1, waves.len()));
         let deadline = Instant::now() + args.wave_timeout;
         let wave_failed = loop {
             let current = by_key(ctx.mattermosts(&[]).await?);
@@ -284,7 +308,10 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
             if Instant::now() > deadline {
                 let mut w = wave_failed;
                 for (k, mm) in &current {
-                    if wave.contains(k) && !fleet::upgraded(mm, &version) && fleet::health(mm) != Health::Blocked {
+                    if wave.contains(k)
+                        && !fleet::upgraded(mm, &version)
+                        && fleet::health(mm) != Health::Blocked
+                    {
                         w.push((k.clone(), format!("not stable after {:?}", args.wave_timeout)));
                     }
                 }
@@ -306,21 +333,32 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
                 args.max_failures
             );
             println!("  inspect:  kubectl mattermost status -n <namespace> <name>");
-            println!("  roll back: kubectl mattermost rollback -n <namespace> <name>   (last stable version, no update Job)");
+            println!(
+                "  roll back: kubectl mattermost rollback -n <namespace> <name>   (last stable version, no update Job)"
+            );
             println!("  or fix the cause and run the same upgrade command again: it continues from here");
             for (k, why) in &failed {
                 println!("  {k}: {why}");
             }
             return Ok(1);
         }
-        progress.line(&format!("wave {}/{}{label}: {} stable at {version}", i + 1, waves.len(), wave.len() - wave_failed_len(&failed, wave)));
+        progress.line(&format!(
+            "wave {}/{}{label}: {} stable at {version}",
+            i + 1,
+            waves.len(),
+            wave.len() - wave_failed_len(&failed, wave)
+        ));
     }
     progress.bar.finish_and_clear();
     let done = by_key(ctx.mattermosts(&[]).await?)
         .values()
         .filter(|m| fleet::upgraded(m, &version))
         .count();
-    println!("upgraded {done}/{} to {version} ({} failed within the budget)", keys.len(), failed.len());
+    println!(
+        "upgraded {done}/{} to {version} ({} failed within the budget)",
+        keys.len(),
+        failed.len()
+    );
     Ok(u8::from(!failed.is_empty()))
 }
 
@@ -344,7 +382,8 @@ fn by_key(mms: Vec<Mattermost>) -> BTreeMap<String, Mattermost> {
 pub async fn run_rollback(ctx: &Ctx, names: &[String], wait: bool, timeout: Duration) -> Result<u8, Error> {
     if names.is_empty() && ctx.selector.is_none() && ctx.namespace.is_some() {
         return Err(Error::Usage(
-            "rollback needs NAME..., -l SELECTOR or -A (it never rolls back a whole namespace by accident)".into(),
+            "rollback needs NAME..., -l SELECTOR or -A (it never rolls back a whole namespace by accident)"
+                .into(),
         ));
     }
     let mms = ctx.mattermosts(names).await?;
