@@ -18,3 +18,4 @@ pub mod redact;
 pub mod run;
 pub mod status;
 pub mod telemetry;
+pub mod watch;
