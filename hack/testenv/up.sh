@@ -38,7 +38,7 @@ fi
 
 "$here/build.sh"
 BIN="$TESTENV_BIN"
-mkdir -p "$D"/{pids,logs,certs,bin}
+mkdir -p "$D"/{pids,logs,certs,bin,cmdlines}
 ln -sf "$BIN/kubectl" "$D/bin/kubectl"
 ln -sf "$BIN/helm" "$D/bin/helm"
 D=$(cd "$D" && pwd)
@@ -107,6 +107,8 @@ kubeconfig "$D/kwok.kubeconfig" kwok
 # --- helpers -------------------------------------------------------------------------------------
 start() { # name args...
   local name=$1; shift
+  # The exact command line (NUL-separated), so a test can restart the process identically.
+  printf '%s\0' "$@" > "$D/cmdlines/$name"
   setsid "$@" >"$D/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$D/pids/$name"
 }
@@ -168,6 +170,7 @@ start kube-controller-manager "$BIN/kube-controller-manager" \
   --service-account-private-key-file="$D/certs/sa.key" --root-ca-file="$D/certs/ca.crt" \
   --cluster-signing-cert-file="$D/certs/ca.crt" --cluster-signing-key-file="$D/certs/ca.key" \
   --enable-hostpath-provisioner=true \
+  --node-monitor-grace-period=2m \
   --kube-api-qps=200 --kube-api-burst=400 --concurrent-deployment-syncs=10 \
   --concurrent-replicaset-syncs=10 --concurrent-service-endpoint-syncs=10 --concurrent-gc-syncs=20 \
   --v=1

@@ -85,9 +85,15 @@ impl Fleet {
             max_rollouts: cap,
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
+            resync_period: Duration::from_secs(300),
         };
         let metrics = Arc::new(Metrics::new(&["mattermost"], 8));
-        self.operator = tokio::spawn(controller::run(self.client.clone(), settings, metrics, || {}));
+        self.operator = tokio::spawn(controller::run(
+            mattermost_operator::client::Clients::from(self.client.clone()),
+            settings,
+            metrics,
+            || {},
+        ));
     }
 
     fn ns(&self, i: usize) -> &str {
@@ -99,6 +105,8 @@ impl Fleet {
             "version": "9.11.0",
             "replicas": 1,
             "ingress": {"enabled": false},
+            // Small requests: 80 installations of three tests share 3 fake nodes.
+            "scheduling": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}},
             "database": {"external": {"secret": "db-credentials"}},
             "fileStore": {"external": {"url": "s3.amazonaws.com", "bucket": "b", "secret": "file-store-credentials"}},
         });
@@ -643,6 +651,7 @@ async fn migrate_a_fleet_of_cluster_installations() {
     let mut ci: ClusterInstallation = serde_saphyr::from_str(ci_yaml).unwrap();
     ci.metadata.labels = Some([("fleet".to_owned(), fleet.label.clone())].into());
     ci.spec.replicas = Some(1);
+    ci.spec.resources = Some(serde_json::from_value(json!({"requests": {"cpu": "10m", "memory": "32Mi"}})).unwrap());
     for ns in &fleet.namespaces {
         let api: Api<ClusterInstallation> = Api::namespaced(fleet.client.clone(), &ns.name);
         for i in 0..10 {

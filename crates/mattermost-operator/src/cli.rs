@@ -111,6 +111,11 @@ pub struct RunArgs {
     /// On SIGTERM, how long in-flight reconciles may run before the Lease is released anyway.
     #[arg(long, env = "GRACEFUL_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub graceful_shutdown_timeout: Duration,
+    /// How often a stable installation is checked again although no watch reported a change (a
+    /// safety net; from caches, no API request unless something drifted; plus up to 10 % jitter).
+    /// `0s` turns it off.
+    #[arg(long, env = "RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    pub resync_period: Duration,
     /// Kubeconfig file (without it: `KUBECONFIG`, `~/.kube/config`, then in-cluster).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
@@ -253,6 +258,7 @@ mod tests {
         let args = run_args(&["mattermost-operator", "run"]);
         assert_eq!(args.max_reconcile_concurrency, 10);
         assert_eq!(args.requeue_on_limit_delay, Duration::from_secs(20));
+        assert_eq!(args.resync_period, Duration::from_secs(300));
         assert_eq!(args.scope(), Ok(Scope::Cluster));
         assert!(!args.enable_leader_election);
         assert_eq!(args.http_addr, "0.0.0.0:8383".parse().unwrap());

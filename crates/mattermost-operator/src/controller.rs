@@ -1,5 +1,9 @@
 //! Wiring: watches (the `Mattermost`s, every child kind through label-selected reflectors, and the
 //! metadata of referenced Secrets) and the kube-runtime `Controller`.
+//!
+//! Every change of a child triggers a reconcile of its installation, deletions included. Each
+//! watch retries on its own with a short backoff and reports its liveness to [`Health`] (see
+//! [`crate::watch`]), so one failing watch never stalls the others and `/readyz` can tell.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +22,15 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use mattermost_api::v1beta1::Mattermost;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::watch as signal;
 use tracing::info;
 
 use crate::cli::Scope;
+use crate::client::Clients;
 use crate::desired::labels::INSTALLATION_LABEL;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, RolloutSlots, Stores, UpdateJobSettings};
+use crate::watch::{self, Health};
 
 /// Settings of the controller.
 #[derive(Debug, Clone)]
@@ -42,6 +48,9 @@ pub struct Settings {
     /// Whether the capacity preflight may list Nodes (false when RBAC allows no cluster reads,
     /// e.g. the chart's namespace-scoped mode).
     pub capacity_check: bool,
+    /// How often a stable installation is reconciled again although nothing changed (a safety
+    /// net for missed events; from caches, no request). Zero turns it off.
+    pub resync_period: Duration,
 }
 
 impl Settings {
@@ -57,13 +66,14 @@ impl Settings {
             max_rollouts: usize::try_from(args.max_reconciling_installations).unwrap_or(usize::MAX),
             requeue_on_limit_delay: args.requeue_on_limit_delay,
             capacity_check: true,
+            resync_period: args.resync_period,
         })
     }
 }
 
 /// Tells the controllers to stop taking work. Cloned into each controller.
 #[derive(Clone, Debug)]
-pub struct Shutdown(Option<watch::Receiver<bool>>);
+pub struct Shutdown(Option<signal::Receiver<bool>>);
 
 impl Shutdown {
     /// Never fires (tests stop the controllers by aborting them).
@@ -72,8 +82,8 @@ impl Shutdown {
     }
 
     /// A trigger (send `true`) and the signal it fires.
-    pub fn channel() -> (watch::Sender<bool>, Self) {
-        let (tx, rx) = watch::channel(false);
+    pub fn channel() -> (signal::Sender<bool>, Self) {
+        let (tx, rx) = signal::channel(false);
         (tx, Self(Some(rx)))
     }
 
@@ -126,9 +136,20 @@ where
     }
 }
 
-/// A cache of one child kind, selected by the installation label, without managed fields.
+/// The name of a watch in logs and `/readyz`: kind and scope.
+fn watch_name<K: Resource<DynamicType = ()>>(ns: Option<&str>) -> String {
+    match ns {
+        Some(ns) => format!("{} in {ns}", K::kind(&())),
+        None => format!("{} in all namespaces", K::kind(&())),
+    }
+}
+
+/// A cache of one child kind, selected by the installation label, without managed fields. The
+/// stream yields every touched object, deleted ones included, so a deleted child is recreated.
 fn reflect<K>(
     api: Api<K>,
+    ns: Option<&str>,
+    health: &Health,
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -140,11 +161,10 @@ where
     let wc = watcher::Config::default()
         .labels(INSTALLATION_LABEL)
         .any_semantic();
-    let stream = watcher(api, wc)
-        .default_backoff()
+    let events = watcher(api, wc)
         .modify(|o: &mut K| o.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects();
+        .reflect(writer);
+    let stream = watch::guarded(watch_name::<K>(ns), events, health).touched_objects();
     (reader, stream)
 }
 
@@ -177,24 +197,32 @@ fn referenced_secrets(mm: &Mattermost) -> Vec<&str> {
         .collect()
 }
 
-/// Runs the controllers until the process gets SIGTERM/SIGINT. `on_ready` is called once every
-/// cache synced.
+/// Runs the controllers until the task is aborted. `on_ready` is called once every cache synced.
 pub async fn run(
-    client: Client,
+    clients: impl Into<Clients>,
     settings: Settings,
     metrics: Arc<Metrics>,
     on_ready: impl FnOnce() + Send + 'static,
 ) {
-    run_until(client, settings, metrics, on_ready, Shutdown::never()).await;
+    run_until(
+        clients.into(),
+        settings,
+        metrics,
+        Health::new(),
+        on_ready,
+        Shutdown::never(),
+    )
+    .await;
 }
 
 /// Runs the `Mattermost` and `ClusterInstallation` controllers, one set of watches per watched
 /// namespace (or one for all), sharing the rollout cap. On `shutdown` they take no new work and
 /// return once in-flight reconciles finished.
 pub async fn run_until(
-    client: Client,
+    clients: Clients,
     settings: Settings,
     metrics: Arc<Metrics>,
+    health: Health,
     on_ready: impl FnOnce() + Send + 'static,
     shutdown: Shutdown,
 ) {
@@ -208,7 +236,8 @@ pub async fn run_until(
     let mut controllers = Vec::new();
     for ns in settings.scope.watches() {
         let scoped = run_scope(
-            client.clone(),
+            clients.clone(),
+            &health,
             ns,
             &settings,
             metrics.clone(),
@@ -248,6 +277,16 @@ async fn count_states(stores: Vec<Store<Mattermost>>, metrics: Arc<Metrics>) {
     }
 }
 
+/// Drops what was read for installations that no longer exist (it may hold Secret values).
+async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let live: std::collections::HashSet<String> =
+            store.state().iter().filter_map(|mm| mm.uid()).collect();
+        ctx.observed.retain(|uid| live.contains(uid));
+    }
+}
+
 /// The controllers of one watch scope.
 struct Scoped {
     mattermosts: Store<Mattermost>,
@@ -256,7 +295,8 @@ struct Scoped {
 }
 
 fn run_scope(
-    client: Client,
+    clients: Clients,
+    health: &Health,
     ns: Option<String>,
     settings: &Settings,
     metrics: Arc<Metrics>,
@@ -264,15 +304,17 @@ fn run_scope(
     shutdown: Shutdown,
 ) -> Scoped {
     let ns_ref = ns.as_deref();
-    let (deployments, dep_stream) = reflect::<Deployment>(api(&client, ns_ref));
-    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(api(&client, ns_ref));
-    let (services, svc_stream) = reflect::<Service>(api(&client, ns_ref));
-    let (ingresses, ing_stream) = reflect::<Ingress>(api(&client, ns_ref));
-    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(&client, ns_ref));
-    let (jobs, job_stream) = reflect::<Job>(api(&client, ns_ref));
-    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(&client, ns_ref));
-    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(&client, ns_ref));
-    let (pods, pod_stream) = reflect::<Pod>(api(&client, ns_ref));
+    let client = clients.requests.clone();
+    let w = &clients.watches;
+    let (deployments, dep_stream) = reflect::<Deployment>(api(w, ns_ref), ns_ref, health);
+    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(api(w, ns_ref), ns_ref, health);
+    let (services, svc_stream) = reflect::<Service>(api(w, ns_ref), ns_ref, health);
+    let (ingresses, ing_stream) = reflect::<Ingress>(api(w, ns_ref), ns_ref, health);
+    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(w, ns_ref), ns_ref, health);
+    let (jobs, job_stream) = reflect::<Job>(api(w, ns_ref), ns_ref, health);
+    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(w, ns_ref), ns_ref, health);
+    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(w, ns_ref), ns_ref, health);
+    let (pods, pod_stream) = reflect::<Pod>(api(w, ns_ref), ns_ref, health);
     let stores = Stores {
         deployments,
         replica_sets,
@@ -287,11 +329,17 @@ fn run_scope(
 
     // ReplicaSets feed rollout status only; Deployment status changes trigger the reconcile.
     tokio::spawn(rs_stream.for_each(|_| futures::future::ready(())));
-    let secrets = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, ns_ref),
-        watcher::Config::default().any_semantic(),
+    let secrets = watch::guarded(
+        format!(
+            "Secret metadata{}",
+            watch_name::<Secret>(ns_ref).trim_start_matches("Secret")
+        ),
+        watcher(
+            api::<PartialObjectMeta<Secret>>(w, ns_ref),
+            watcher::Config::default().any_semantic(),
+        ),
+        health,
     )
-    .default_backoff()
     .touched_objects();
 
     let reporter = Reporter {
@@ -308,14 +356,26 @@ fn run_scope(
         blocked: Default::default(),
         capacity_check: settings.capacity_check,
         backoff: Default::default(),
+        resync: reconcile::Resync::every(settings.resync_period),
+        observed: Default::default(),
     });
 
-    let controller = Controller::new(
-        api::<Mattermost>(&client, ns_ref),
-        watcher::Config::default().any_semantic(),
+    let (mm_store, mm_writer) = reflector::store();
+    let mm_stream = watch::guarded(
+        watch_name::<Mattermost>(ns_ref),
+        watcher(
+            api::<Mattermost>(w, ns_ref),
+            watcher::Config::default().any_semantic(),
+        )
+        .reflect(mm_writer),
+        health,
     )
-    .with_config(ControllerConfig::default().concurrency(settings.concurrency));
-    let mm_store = controller.store();
+    .applied_objects();
+    let controller = Controller::for_stream(mm_stream, mm_store.clone())
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
+        // Errors never reach the trigger streams (each watch backs off on its own); short anyway.
+        .trigger_backoff(watch::backoff());
+    tokio::spawn(forget_deleted(mm_store.clone(), ctx.clone()));
     let s = stores.clone();
     let mm_ready = mm_store.clone();
     let synced_all = async move {
@@ -336,6 +396,7 @@ fn run_scope(
     .boxed();
 
     let secret_store = mm_store.clone();
+    let secret_ctx = ctx.clone();
     let mattermost = controller
         .owns_stream(dep_stream)
         .owns_stream(svc_stream)
@@ -351,11 +412,18 @@ fn run_scope(
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace();
             let name = secret.name_any();
-            secret_store
+            let referencing: Vec<_> = secret_store
                 .state()
                 .into_iter()
                 .filter(|mm| mm.namespace() == ns && referenced_secrets(mm).contains(&name.as_str()))
-                .map(|mm| ObjectRef::from_obj(&*mm))
+                .collect();
+            // What was read from the Secret is stale now: the next reconcile reads it again.
+            for mm in &referencing {
+                secret_ctx.observed.invalidate(&mm.uid().unwrap_or_default());
+            }
+            referencing
+                .iter()
+                .map(|mm| ObjectRef::from_obj(&**mm))
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown.clone().wait())
@@ -365,7 +433,15 @@ fn run_scope(
                 tracing::debug!(error = %e, "controller event");
             }
         });
-    let legacy = crate::legacy::run(client, ns, settings.concurrency, slots, metrics, shutdown);
+    let legacy = crate::legacy::run(
+        clients,
+        health.clone(),
+        ns,
+        settings.concurrency,
+        slots,
+        metrics,
+        shutdown,
+    );
     Scoped {
         mattermosts: mm_store,
         synced: synced_all,

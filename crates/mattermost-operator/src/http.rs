@@ -1,5 +1,11 @@
-//! One HTTP port: `/healthz` (process alive), `/readyz` (caches synced, or standing by as a
-//! leader-election follower) and `/metrics`.
+//! One HTTP port: `/healthz` (process alive), `/readyz` and `/metrics`.
+//!
+//! `/readyz` answers 200 when the operator can do its work: as the leader (or without leader
+//! election) once every cache synced and while every watch is live, i.e. the API server is
+//! reachable and changes reach the operator; as a follower while it stands by for the Lease.
+//! It answers 503 while starting, and while any watch has failed and not yet recovered (see
+//! [`crate::watch`]); the body names the failing watches. `/healthz` stays 200: an unreachable
+//! API server is not cured by restarting the operator, which heals on its own within seconds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +18,14 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 
 use crate::metrics::Metrics;
+use crate::watch::Health;
 
 /// Shared state of the HTTP server.
 pub struct HttpState {
     /// Metrics to expose.
     pub metrics: Arc<Metrics>,
     phase: AtomicU8,
+    watches: Health,
 }
 
 const STARTING: u8 = 0;
@@ -25,11 +33,12 @@ const STANDBY: u8 = 1;
 const READY: u8 = 2;
 
 impl HttpState {
-    /// Not ready until [`HttpState::set_ready`].
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    /// Not ready until [`HttpState::set_ready`]; then ready while every watch in `watches` is live.
+    pub fn new(metrics: Arc<Metrics>, watches: Health) -> Self {
         Self {
             metrics,
             phase: AtomicU8::new(STARTING),
+            watches,
         }
     }
 
@@ -53,11 +62,21 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
+async fn readyz(State(state): State<Arc<HttpState>>) -> (StatusCode, String) {
     match state.phase.load(Ordering::Relaxed) {
-        READY => (StatusCode::OK, "ok"),
-        STANDBY => (StatusCode::OK, "standby: waiting for the leader Lease"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced"),
+        READY => {
+            let failing = state.watches.failing();
+            if failing.is_empty() {
+                return (StatusCode::OK, "ok".to_owned());
+            }
+            let lines: Vec<String> = failing
+                .iter()
+                .map(|(name, since, error)| format!("watch {name} failing for {}s: {error}", since.as_secs()))
+                .collect();
+            (StatusCode::SERVICE_UNAVAILABLE, lines.join("\n"))
+        }
+        STANDBY => (StatusCode::OK, "standby: waiting for the leader Lease".to_owned()),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "caches not synced".to_owned()),
     }
 }
 
@@ -121,7 +140,11 @@ mod tests {
 
     #[tokio::test]
     async fn health_ready_and_metrics() {
-        let state = Arc::new(HttpState::new(Arc::new(Metrics::new(&["mattermost"], 1))));
+        let health = Health::new();
+        let state = Arc::new(HttpState::new(
+            Arc::new(Metrics::new(&["mattermost"], 1)),
+            health.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(state.clone());
@@ -134,6 +157,20 @@ mod tests {
         assert!(get_status(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         state.set_ready();
         assert!(get_status(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        // A failing watch makes the leader unready, and says which one.
+        let bad: Vec<Result<u8, kube::runtime::watcher::Error>> =
+            vec![Err(kube::runtime::watcher::Error::NoResourceVersion)];
+        let _ = futures::StreamExt::collect::<Vec<_>>(crate::watch::guarded(
+            "Service in ns".into(),
+            futures::stream::iter(bad),
+            &health,
+        ))
+        .await;
+        let r = get_status(addr, "/readyz").await;
+        assert!(
+            r.starts_with("HTTP/1.1 503") && r.contains("watch Service in ns failing"),
+            "{r}"
+        );
         let m = get_status(addr, "/metrics").await;
         assert!(m.contains("controller_runtime_reconcile_total"), "{m}");
     }

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use mattermost_api::v1alpha1::{ClusterInstallation, ClusterInstallationStatus, MigrationStatus};
 use mattermost_api::v1beta1::Mattermost;
@@ -658,17 +658,30 @@ fn error_policy(ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Ac
 
 /// Runs the ClusterInstallation controller until shutdown.
 pub async fn run(
-    client: Client,
+    clients: crate::client::Clients,
+    health: crate::watch::Health,
     namespace: Option<String>,
     concurrency: u16,
     slots: Arc<RolloutSlots>,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: crate::controller::Shutdown,
 ) {
+    let client = clients.requests;
     let api: Api<ClusterInstallation> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+        Some(ns) => Api::namespaced(clients.watches.clone(), ns),
+        None => Api::all(clients.watches.clone()),
     };
+    let name = match &namespace {
+        Some(ns) => format!("ClusterInstallation in {ns}"),
+        None => "ClusterInstallation in all namespaces".to_owned(),
+    };
+    let (store, writer) = kube::runtime::reflector::store();
+    let stream = crate::watch::guarded(
+        name,
+        watcher(api, watcher::Config::default().any_semantic()).reflect(writer),
+        &health,
+    )
+    .applied_objects();
     let reporter = kube::runtime::events::Reporter {
         controller: "mattermost-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -679,7 +692,8 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         slots,
     });
-    Controller::new(api, watcher::Config::default().any_semantic())
+    Controller::for_stream(stream, store)
+        .trigger_backoff(crate::watch::backoff())
         .with_config(ControllerConfig::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.wait())
         .run(reconcile, error_policy, ctx)

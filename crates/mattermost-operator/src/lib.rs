@@ -19,3 +19,4 @@ pub mod rest_metrics;
 pub mod run;
 pub mod status;
 pub mod telemetry;
+pub mod watch;

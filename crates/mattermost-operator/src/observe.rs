@@ -122,6 +122,75 @@ impl Observed {
     }
 }
 
+/// What [`observe`] read, per installation (by uid), kept until a referenced Secret changes (the
+/// Secret metadata watch calls [`Memo::invalidate`]) or the spec does (its generation). Reconciles
+/// triggered by children and periodic resyncs then cost no request. Kept only for results without
+/// a problem and without an external volume claim (a claim is not watched). Holds the values of
+/// the referenced Secrets (for redaction), as an informer cache of Secrets would, and only those.
+#[derive(Debug, Default)]
+pub struct Memo(std::sync::Mutex<std::collections::HashMap<String, MemoEntry>>);
+
+#[derive(Debug, Default)]
+struct MemoEntry {
+    /// Bumped by every invalidation, so that a read that started before one is not kept.
+    epoch: u64,
+    kept: Option<(Option<i64>, Observed)>,
+}
+
+impl Memo {
+    /// What was read for `uid` at `generation`, if still valid.
+    pub fn get(&self, uid: &str, generation: Option<i64>) -> Option<Observed> {
+        let m = self.0.lock().ok()?;
+        match &m.get(uid)?.kept {
+            Some((g, observed)) if *g == generation => Some(observed.clone()),
+            _ => None,
+        }
+    }
+
+    /// The invalidation count of `uid`; pass it to [`Memo::keep`] after reading.
+    pub fn epoch(&self, uid: &str) -> u64 {
+        self.0
+            .lock()
+            .map(|m| m.get(uid).map_or(0, |e| e.epoch))
+            .unwrap_or(0)
+    }
+
+    /// Keeps `observed` unless `uid` was invalidated since `epoch` or it must not be kept.
+    pub fn keep(
+        &self,
+        uid: &str,
+        generation: Option<i64>,
+        epoch: u64,
+        spec: &MattermostSpec,
+        observed: &Observed,
+    ) {
+        let keepable = observed.first_error().is_none()
+            && !matches!(spec.file_store_kind(), FileStoreKind::ExternalVolume(_));
+        if let Ok(mut m) = self.0.lock() {
+            let entry = m.entry(uid.to_owned()).or_default();
+            if keepable && entry.epoch == epoch {
+                entry.kept = Some((generation, observed.clone()));
+            }
+        }
+    }
+
+    /// A referenced Secret changed: read again next time.
+    pub fn invalidate(&self, uid: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            let entry = m.entry(uid.to_owned()).or_default();
+            entry.epoch += 1;
+            entry.kept = None;
+        }
+    }
+
+    /// Drops the entries of installations for which `live` is false.
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|uid, _| live(uid));
+        }
+    }
+}
+
 /// Reads and checks the database, file store and license of `spec` in `ns`.
 pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observed {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -420,5 +489,53 @@ mod tests {
         };
         assert!(require_keys(&s, "l", "license", &["license"]).is_ok());
         assert!(require_keys(&s, "l", "license", &["other"]).is_err());
+    }
+
+    #[test]
+    fn the_memo_keeps_good_reads_until_invalidated_or_the_spec_changes() {
+        let spec: MattermostSpec = serde_json::from_value(serde_json::json!({
+            "database": {"external": {"secret": "db"}},
+            "fileStore": {"external": {"url": "s3", "bucket": "b", "secret": "fs"}}
+        }))
+        .unwrap();
+        let memo = Memo::default();
+        let good = Observed {
+            checks: vec![Check {
+                type_: DATABASE_CONFIGURED,
+                result: Ok(("ExternalDatabase", "db".into())),
+            }],
+            ..Default::default()
+        };
+        assert!(memo.get("u", Some(1)).is_none());
+        let epoch = memo.epoch("u");
+        memo.keep("u", Some(1), epoch, &spec, &good);
+        assert_eq!(memo.get("u", Some(1)), Some(good.clone()));
+        assert!(memo.get("u", Some(2)).is_none(), "a new generation reads again");
+
+        // A Secret changed while a read was in flight: that read is not kept.
+        let epoch = memo.epoch("u");
+        memo.invalidate("u");
+        assert!(memo.get("u", Some(1)).is_none());
+        memo.keep("u", Some(1), epoch, &spec, &good);
+        assert!(memo.get("u", Some(1)).is_none());
+
+        // Problems are never kept: they are retried with backoff and read again.
+        let bad = Observed {
+            checks: vec![Check {
+                type_: DATABASE_CONFIGURED,
+                result: Err(ConfigError::SecretNotFound {
+                    purpose: "database",
+                    secret: "db".into(),
+                }),
+            }],
+            ..Default::default()
+        };
+        let epoch = memo.epoch("u");
+        memo.keep("u", Some(1), epoch, &spec, &bad);
+        assert!(memo.get("u", Some(1)).is_none());
+
+        memo.keep("u", Some(1), epoch, &spec, &good);
+        memo.retain(|uid| uid != "u");
+        assert!(memo.get("u", Some(1)).is_none());
     }
 }

@@ -142,6 +142,46 @@ pub struct Context {
     pub capacity_check: bool,
     /// Retry delays of failing installations.
     pub backoff: Backoff,
+    /// When stable installations are reconciled again without a trigger.
+    pub resync: Resync,
+    /// What was read from referenced Secrets, per installation.
+    pub observed: observe::Memo,
+}
+
+/// The periodic resync of stable installations: a safety net for a missed event. A resync
+/// reconciles from the caches (and [`observe::Memo`]), so when nothing drifted it sends no request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resync(Option<Duration>);
+
+impl Resync {
+    /// Every `period` (plus jitter); zero turns it off.
+    pub fn every(period: Duration) -> Self {
+        Self((!period.is_zero()).then_some(period))
+    }
+
+    /// What a stable installation waits for: the next resync, or only a change when off.
+    pub fn action(&self) -> Action {
+        match self.0 {
+            Some(period) => Action::requeue(jittered(period, random())),
+            None => Action::await_change(),
+        }
+    }
+}
+
+/// `period` plus up to 10 % of it, picked by `random`, so a fleet does not resync in lockstep.
+pub fn jittered(period: Duration, random: u64) -> Duration {
+    let per_mille = u32::try_from(random % 101).unwrap_or(0);
+    period + period * per_mille / 1000
+}
+
+/// A random number from the standard library's per-process hash keys (no RNG crate needed).
+fn random() -> u64 {
+    use std::hash::BuildHasher;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    std::hash::RandomState::new().hash_one(nanos)
 }
 
 /// Per-installation retry delays for failures: 5 s doubling up to 5 min, with jitter so a fleet
@@ -252,7 +292,16 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
     let ns = mm.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let uid = mm.uid().ok_or(Error::MissingMetadata("uid"))?;
     let names = Names::of(mm);
-    let observed = observe::observe(&ctx.client, &ns, &mm.spec).await;
+    let generation = mm.metadata.generation;
+    let observed = match ctx.observed.get(&uid, generation) {
+        Some(o) => o,
+        None => {
+            let epoch = ctx.observed.epoch(&uid);
+            let o = observe::observe(&ctx.client, &ns, &mm.spec).await;
+            ctx.observed.keep(&uid, generation, epoch, &mm.spec, &o);
+            o
+        }
+    };
     if let Some(e) = observed.first_error().filter(|e| e.is_transient()) {
         return Err(Error::Config(e.clone()));
     }
@@ -320,6 +369,7 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
                 .filter(|_| mm.spec.ingress_enabled() || mm.spec.alb_enabled()),
             resource_patch: outcome.resource_patch.clone(),
             rolled_back_from: outcome.rolled_back_from.clone(),
+            missing: &outcome.missing,
         },
         mm.status.as_ref(),
         &now,
@@ -338,7 +388,7 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
     }
     ctx.backoff.reset(&uid);
     Ok(match state {
-        Some(RunningState::Stable) => Action::await_change(),
+        Some(RunningState::Stable) => ctx.resync.action(),
         _ if matches!(outcome.gate, Gate::Waiting) => Action::requeue(ctx.slots.retry_after),
         _ if matches!(outcome.gate, Gate::Blocked { .. }) => Action::requeue(Duration::from_secs(30)),
         _ if observed.first_error().is_some() || matches!(outcome.gate, Gate::Failed { .. }) => {
@@ -364,6 +414,15 @@ struct ChildrenOutcome {
     scale_blocked: Option<Failure>,
     /// Why the running update Job's pod does not run (unschedulable, image pull...).
     job_pod_problem: Option<Failure>,
+    /// Wanted children absent from the caches or being deleted (`Kind name`).
+    missing: Vec<String>,
+}
+
+/// Notes `desired` as missing when its cached counterpart is absent or being deleted.
+fn note_missing<K: Resource<DynamicType = ()>>(missing: &mut Vec<String>, live: Option<&K>, desired: &K) {
+    if live.is_none_or(|l| l.meta().deletion_timestamp.is_some()) {
+        missing.push(format!("{} {}", K::kind(&()), desired.name_any()));
+    }
 }
 
 async fn apply_children(
@@ -379,19 +438,28 @@ async fn apply_children(
     let s = &ctx.stores;
     let patches = mm.spec.resource_patch.as_ref();
 
+    let missing = &mut out.missing;
     if let Some(sa) = desired::service_account::service_account(mm, names) {
-        apply::ensure(client, cached(&s.service_accounts, &names.app, ns), sa, uid).await?;
+        let live = cached(&s.service_accounts, &names.app, ns);
+        note_missing(missing, live.as_ref(), &sa);
+        apply::ensure(client, live, sa, uid).await?;
     }
     let (svc, svc_patch) = apply_json_patch(
         &desired::service::app_service(mm, names),
         patches.and_then(|p| p.service.as_ref()),
     );
-    apply::ensure(client, cached(&s.services, &names.app, ns), svc, uid).await?;
+    let live = cached(&s.services, &names.app, ns);
+    note_missing(missing, live.as_ref(), &svc);
+    apply::ensure(client, live, svc, uid).await?;
     let peers = desired::service::peer_service(mm, names);
-    apply::ensure(client, cached(&s.services, &names.peers, ns), peers, uid).await?;
+    let live = cached(&s.services, &names.peers, ns);
+    note_missing(missing, live.as_ref(), &peers);
+    apply::ensure(client, live, peers, uid).await?;
     match desired::ingress::ingress(mm, names) {
         Some(ing) => {
-            apply::ensure(client, cached(&s.ingresses, &names.app, ns), ing, uid).await?;
+            let live = cached(&s.ingresses, &names.app, ns);
+            note_missing(missing, live.as_ref(), &ing);
+            apply::ensure(client, live, ing, uid).await?;
         }
         None => {
             let live = cached(&s.ingresses, &names.app, ns);
@@ -406,7 +474,9 @@ async fn apply_children(
 
     match desired::pdb::pod_disruption_budget(mm, names) {
         Some(pdb) => {
-            apply::ensure(client, cached(&s.pdbs, &names.app, ns), pdb, uid).await?;
+            let live = cached(&s.pdbs, &names.app, ns);
+            note_missing(&mut out.missing, live.as_ref(), &pdb);
+            apply::ensure(client, live, pdb, uid).await?;
         }
         None => {
             if let Some(live) = cached(&s.pdbs, &names.app, ns) {
@@ -427,6 +497,7 @@ async fn apply_children(
         });
     }
     let live = cached(&s.deployments, &names.app, ns);
+    note_missing(&mut out.missing, live.as_ref(), &dep);
     let live_image = live.as_ref().and_then(main_image);
     let history = StableHistory::of(mm);
     let spec_image = main_image(&dep);
@@ -470,6 +541,7 @@ async fn apply_children(
         if mm.spec.dedicated_job_server() {
             let mut js = desired::deployment::job_server_deployment(mm, names, inputs);
             let live = cached(&s.deployments, &names.job_server, ns);
+            note_missing(&mut out.missing, live.as_ref(), &js);
             if let Some(last) = history.last.as_ref().filter(|_| rolled_back) {
                 set_container_image(&mut js, desired::names::JOB_SERVER_CONTAINER, last);
             }
@@ -961,6 +1033,15 @@ async fn publish_events(
         }
         events.push((EventType::Normal, "RolloutStarted".to_owned(), msg, "Upgrade"));
     }
+    let was_ready = find(old_conds, READY).is_some_and(|c| c.status == "True");
+    if let Some(c) = changed(READY).filter(|c| was_ready && c.reason == status::CHILDREN_MISSING) {
+        events.push((
+            EventType::Warning,
+            c.reason.clone(),
+            c.message.clone(),
+            "Reconcile",
+        ));
+    }
     if let Some(c) = changed(READY).filter(|c| c.status == "True") {
         let msg = format!("installation is stable at {}", mm.spec.image_reference());
         events.push((EventType::Normal, c.reason.clone(), msg, "Reconcile"));
@@ -978,5 +1059,27 @@ async fn publish_events(
         if let Err(e) = ctx.recorder.publish(&event, &reference).await {
             warn!(error = %e, "publishing event failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resyncs_are_jittered_within_ten_percent_and_can_be_off() {
+        let period = Duration::from_secs(300);
+        assert_eq!(jittered(period, 0), period);
+        assert_eq!(jittered(period, 100), Duration::from_secs(330));
+        let spread: std::collections::BTreeSet<Duration> =
+            (0..20).map(|_| jittered(period, random())).collect();
+        assert!(spread.len() > 1, "not in lockstep: {spread:?}");
+        assert!(
+            spread
+                .iter()
+                .all(|d| *d >= period && *d <= Duration::from_secs(330))
+        );
+        assert_eq!(Resync::every(Duration::ZERO).action(), Action::await_change());
+        assert_ne!(Resync::every(period).action(), Action::await_change());
     }
 }

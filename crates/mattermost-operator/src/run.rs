@@ -36,8 +36,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         i64::from(args.max_reconcile_concurrency),
     ));
     let config = client::config(args.kubeconfig.as_deref()).await?;
-    let client = client::counted(config, metrics.clone())?;
-    let state = Arc::new(HttpState::new(metrics.clone()));
+    let clients = client::Clients::counted(config, &metrics)?;
+    let client = clients.requests.clone();
+    let health = crate::watch::Health::new();
+    let state = Arc::new(HttpState::new(metrics.clone(), health.clone()));
     let listener = http::bind(args.http_addr).await?;
     let server_state = state.clone();
     let server = tokio::spawn(async move {
@@ -53,7 +55,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             metrics.set_leader(&e.lease, false);
             state.set_standby();
             tokio::select! {
-                leader = e.acquire(&client) => Some(leader),
+                // The Lease manager also watches the Lease: the watch client (no read timeout).
+                leader = e.acquire(&clients.watches) => Some(leader),
                 () = &mut terminate => {
                     info!("stopping before becoming the leader");
                     server.abort();
@@ -77,9 +80,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let (stop, shutdown) = Shutdown::channel();
     let ready_state = state.clone();
     let mut controllers = tokio::spawn(controller::run_until(
-        client,
+        clients,
         settings,
         metrics.clone(),
+        health,
         move || ready_state.set_ready(),
         shutdown,
     ));

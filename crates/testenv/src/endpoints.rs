@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -41,9 +41,12 @@ impl EndpointWatcher {
             let mut slices: BTreeMap<String, usize> = BTreeMap::new();
             let mut init: BTreeMap<String, usize> = BTreeMap::new();
             let mut ready_tx = Some(ready_tx);
-            let stream = watcher::watcher(api, cfg).default_backoff();
+            // Short retries that reset on success, so the record resumes within seconds after an
+            // API server restart; errors are skipped, not the end of the record.
+            let stream = watcher::watcher(api, cfg).backoff(crate::restart::short_backoff());
             futures::pin_mut!(stream);
-            while let Ok(Some(event)) = stream.try_next().await {
+            while let Some(event) = stream.next().await {
+                let Ok(event) = event else { continue };
                 match event {
                     Event::Init => init.clear(),
                     Event::InitApply(s) => {

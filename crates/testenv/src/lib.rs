@@ -10,9 +10,11 @@
 
 mod audit;
 mod endpoints;
+mod restart;
 
 pub use audit::{AuditEvent, AuditLog, AuditMark};
 pub use endpoints::{EndpointSample, EndpointWatcher};
+pub use restart::{Restart, restart_apiserver, short_backoff};
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,9 @@ pub enum Error {
     /// A manifest could not be parsed or mapped to an API resource.
     #[error("manifest: {0}")]
     Manifest(String),
+    /// Restarting a control-plane process failed.
+    #[error("restart: {0}")]
+    Restart(String),
     /// Reading a file failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

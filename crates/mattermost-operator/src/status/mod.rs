@@ -36,6 +36,8 @@ pub const PREFLIGHT: &str = "PreflightPassed";
 pub const IMAGE_PINNED: &str = "ImagePinned";
 /// Endpoint value when there is none.
 pub const NO_ENDPOINT: &str = "not available";
+/// Ready reason while a wanted child is absent (deleted by someone, or being deleted).
+pub const CHILDREN_MISSING: &str = "ChildrenMissing";
 const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// Where the update Job gate stands.
@@ -108,6 +110,9 @@ pub struct Observation<'a> {
     pub resource_patch: Option<ResourcePatchStatus>,
     /// Set when the rollout of this image was rolled back automatically.
     pub rolled_back_from: Option<String>,
+    /// Wanted children that were absent or being deleted when observed (`Kind name`); the
+    /// installation is not stable until they exist again.
+    pub missing: &'a [String],
 }
 
 /// Rollout progress of one Deployment, as the Go operator measured it.
@@ -366,6 +371,11 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
             RunningState::Reconciling,
             "waiting for the update Job or a fix".to_owned(),
         )
+    } else if !obs.missing.is_empty() {
+        (
+            RunningState::Reconciling,
+            format!("children missing (being created): {}", obs.missing.join(", ")),
+        )
     } else if !roll.observed {
         (
             RunningState::Reconciling,
@@ -453,7 +463,11 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
                 condition(DEGRADED, false, "AsExpected", "", generation, now),
             );
             let ready = state == RunningState::Stable;
-            let reason = if ready { "Stable" } else { "RollingOut" };
+            let reason = match (ready, obs.missing.is_empty()) {
+                (true, _) => "Stable",
+                (false, false) => CHILDREN_MISSING,
+                (false, true) => "RollingOut",
+            };
             upsert(
                 conds,
                 condition(READY, ready, reason, progress.clone(), generation, now),
@@ -464,6 +478,7 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
     let reason = match (progressing, obs.gate) {
         (true, Gate::Running { .. }) => "UpdateJobRunning",
         (true, Gate::Waiting) => "WaitingForRolloutSlot",
+        (true, _) if !obs.missing.is_empty() => "RecreatingChildren",
         (true, _) => "RollingOut",
         (false, _) if state == RunningState::Stable => "RolloutComplete",
         _ => "Blocked",

@@ -92,6 +92,17 @@ fn compute_for(
     old: Option<&MattermostStatus>,
     now: &str,
 ) -> MattermostStatus {
+    compute_missing(mm, dep, sets, old, now, &[])
+}
+
+fn compute_missing(
+    mm: &Mattermost,
+    dep: &Deployment,
+    sets: &[ReplicaSet],
+    old: Option<&MattermostStatus>,
+    now: &str,
+    missing: &[String],
+) -> MattermostStatus {
     let checks = ok_checks();
     let obs = Observation {
         mm,
@@ -106,6 +117,7 @@ fn compute_for(
         ingress: None,
         resource_patch: None,
         rolled_back_from: None,
+        missing,
     };
     compute(&obs, old, &t(now))
 }
@@ -198,6 +210,7 @@ fn problems_keep_reconciling_with_reason() {
         ingress: None,
         resource_patch: None,
         rolled_back_from: None,
+        missing: &[],
     };
     let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
     assert_eq!(st.state.as_deref(), Some("reconciling"));
@@ -238,6 +251,7 @@ fn failed_update_job_is_reported() {
         ingress: None,
         resource_patch: None,
         rolled_back_from: None,
+        missing: &[],
     };
     let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
     assert_eq!(st.state.as_deref(), Some("reconciling"));
@@ -346,6 +360,7 @@ fn kstatus_pair_follows_rollout_slot_block_and_stable() {
             ingress: None,
             resource_patch: None,
             rolled_back_from: None,
+            missing: &[],
         };
         compute(&obs, None, &t("2026-01-01T00:00:00Z"))
     };
@@ -393,8 +408,33 @@ fn kstatus_pair_follows_rollout_slot_block_and_stable() {
         ingress: None,
         resource_patch: None,
         rolled_back_from: None,
+        missing: &[],
     };
     let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
     assert_eq!(cond(&st, STALLED), (f("True"), f("ProgressDeadlineExceeded")));
     assert_eq!(cond(&st, RECONCILING).0, "False");
+}
+
+#[test]
+fn a_missing_child_is_never_stable() {
+    let m = mm(2);
+    let dep = deployment("2", "mattermost/mattermost-enterprise-edition:10.5.1", 2);
+    let sets = [rs("2", "mattermost/mattermost-enterprise-edition:10.5.1", 2)];
+    let stable = compute_for(&m, &dep, &sets, None, "2026-01-01T00:00:00Z");
+    assert_eq!(stable.state.as_deref(), Some("stable"));
+    let missing = vec!["Service mm-a".to_owned(), "PodDisruptionBudget mm-a".to_owned()];
+    let s = compute_missing(&m, &dep, &sets, Some(&stable), "2026-01-01T00:00:10Z", &missing);
+    assert_eq!(s.state.as_deref(), Some("reconciling"));
+    let ready = crate::status::conditions::find(&s.conditions, READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ChildrenMissing")
+    );
+    assert!(
+        ready.message.contains("Service mm-a, PodDisruptionBudget mm-a"),
+        "{}",
+        ready.message
+    );
+    let again = compute_for(&m, &dep, &sets, Some(&s), "2026-01-01T00:00:11Z");
+    assert_eq!(again.state.as_deref(), Some("stable"));
 }

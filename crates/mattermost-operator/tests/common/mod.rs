@@ -32,6 +32,10 @@ pub struct Env {
     operator: Option<tokio::task::JoinHandle<()>>,
     /// Rollout cap of the operator started by `start_operator` (0 = none).
     pub max_rollouts: usize,
+    /// Resync period of the operator started by `start_operator` (the default: 5 min).
+    pub resync_period: Duration,
+    /// Metrics of the running operator.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Env {
@@ -54,8 +58,9 @@ impl Env {
         self.start_operator_as(client);
     }
 
-    /// Starts (or restarts) the operator for this namespace with its own client (credentials).
-    pub fn start_operator_as(&mut self, client: Client) {
+    /// Starts (or restarts) the operator for this namespace with its own client(s) (credentials,
+    /// or the operator's request and watch clients with their timeouts).
+    pub fn start_operator_as(&mut self, clients: impl Into<mattermost_operator::client::Clients>) {
         self.stop_operator();
         let settings = Settings {
             scope: mattermost_operator::cli::Scope::Namespaces(vec![self.name.clone()]),
@@ -64,9 +69,16 @@ impl Env {
             max_rollouts: self.max_rollouts,
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
+            resync_period: self.resync_period,
         };
         let metrics = Arc::new(Metrics::new(&["mattermost", "clusterinstallation"], 4));
-        self.operator = Some(tokio::spawn(controller::run(client, settings, metrics, || {})));
+        self.metrics = Some(metrics.clone());
+        self.operator = Some(tokio::spawn(controller::run(
+            clients.into(),
+            settings,
+            metrics,
+            || {},
+        )));
     }
 
     /// Stops the operator (like a crash: no cleanup).
@@ -171,6 +183,8 @@ pub async fn env_without_operator(prefix: &str) -> Env {
         name,
         operator: None,
         max_rollouts: 0,
+        resync_period: Duration::from_secs(300),
+        metrics: None,
     }
 }
 
@@ -179,6 +193,32 @@ pub async fn env(prefix: &str) -> Env {
     let mut env = env_without_operator(prefix).await;
     env.start_operator();
     env
+}
+
+/// The operator's own clients for the local control plane, built as `run` builds them (timeouts,
+/// User-Agent `mattermost-operator/<version>`), from the admin kubeconfig.
+pub async fn operator_clients() -> mattermost_operator::client::Clients {
+    let config = mattermost_operator::client::config(Some(&testenv::kubeconfig_path()))
+        .await
+        .expect("kubeconfig");
+    mattermost_operator::client::Clients::new(config).expect("clients")
+}
+
+/// Successful reconciles so far, from the operator's metrics.
+pub fn reconciles(env: &Env) -> u64 {
+    let text = env
+        .metrics
+        .as_ref()
+        .expect("operator started")
+        .encode()
+        .expect("metrics");
+    text.lines()
+        .find(|l| {
+            l.starts_with(r#"controller_runtime_reconcile_total{controller="mattermost",result="success"}"#)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Database and S3 secrets used by the fixtures.
