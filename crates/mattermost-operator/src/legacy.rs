@@ -104,6 +104,8 @@ pub mod step {
     pub const REFUSED: &str = "Refused";
     /// Waiting for a slot under `MAX_RECONCILING_INSTALLATIONS`.
     pub const WAITING: &str = "WaitingForSlot";
+    /// Every step, for the `step` label of `mattermost_operator_migrations`.
+    pub const ALL: &[&str] = &[WAITING, ORPHANING, NEW_DEPLOYMENT, HANDOVER, CLEANUP, REFUSED];
 }
 
 /// Name of this controller in metrics (`controller` label).
@@ -679,10 +681,40 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         slots,
     });
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(ControllerConfig::default().concurrency(concurrency))
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(ControllerConfig::default().concurrency(concurrency));
+    let counting = tokio::spawn(count_migrations(controller.store(), ctx.metrics.clone()));
+    controller
         .graceful_shutdown_on(shutdown.wait())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+    counting.abort();
+}
+
+/// The migrations-by-step gauge, from the cache every 10 s (a deleted `ClusterInstallation`
+/// leaves the cache, so a finished migration drops out on its own).
+async fn count_migrations(
+    store: kube::runtime::reflector::Store<ClusterInstallation>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    loop {
+        let mut counts: Vec<(String, i64)> = Vec::new();
+        for ci in store.state() {
+            let Some(step) = ci
+                .status
+                .as_ref()
+                .and_then(|s| s.migration.as_ref())
+                .and_then(|m| m.status.clone())
+            else {
+                continue;
+            };
+            match counts.iter_mut().find(|(s, _)| *s == step) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((step, 1)),
+            }
+        }
+        metrics.set_migrations_by_step(&counts);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
