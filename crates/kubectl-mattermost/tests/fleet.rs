@@ -651,7 +651,8 @@ async fn migrate_a_fleet_of_cluster_installations() {
     let mut ci: ClusterInstallation = serde_saphyr::from_str(ci_yaml).unwrap();
     ci.metadata.labels = Some([("fleet".to_owned(), fleet.label.clone())].into());
     ci.spec.replicas = Some(1);
-    ci.spec.resources = Some(serde_json::from_value(json!({"requests": {"cpu": "10m", "memory": "32Mi"}})).unwrap());
+    ci.spec.resources =
+        Some(serde_json::from_value(json!({"requests": {"cpu": "10m", "memory": "32Mi"}})).unwrap());
     for ns in &fleet.namespaces {
         let api: Api<ClusterInstallation> = Api::namespaced(fleet.client.clone(), &ns.name);
         for i in 0..10 {

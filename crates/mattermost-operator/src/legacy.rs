@@ -104,6 +104,8 @@ pub mod step {
     pub const REFUSED: &str = "Refused";
     /// Waiting for a slot under `MAX_RECONCILING_INSTALLATIONS`.
     pub const WAITING: &str = "WaitingForSlot";
+    /// Every step, for the `step` label of `mattermost_operator_migrations`.
+    pub const ALL: &[&str] = &[WAITING, ORPHANING, NEW_DEPLOYMENT, HANDOVER, CLEANUP, REFUSED];
 }
 
 /// Name of this controller in metrics (`controller` label).
@@ -692,6 +694,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         slots,
     });
+    let counting = tokio::spawn(count_migrations(store.clone(), ctx.metrics.clone()));
     Controller::for_stream(stream, store)
         .trigger_backoff(crate::watch::backoff())
         .with_config(ControllerConfig::default().concurrency(concurrency))
@@ -699,4 +702,32 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+    counting.abort();
+}
+
+/// The migrations-by-step gauge, from the cache every 10 s (a deleted `ClusterInstallation`
+/// leaves the cache, so a finished migration drops out on its own).
+async fn count_migrations(
+    store: kube::runtime::reflector::Store<ClusterInstallation>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    loop {
+        let mut counts: Vec<(String, i64)> = Vec::new();
+        for ci in store.state() {
+            let Some(step) = ci
+                .status
+                .as_ref()
+                .and_then(|s| s.migration.as_ref())
+                .and_then(|m| m.status.clone())
+            else {
+                continue;
+            };
+            match counts.iter_mut().find(|(s, _)| *s == step) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((step, 1)),
+            }
+        }
+        metrics.set_migrations_by_step(&counts);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }

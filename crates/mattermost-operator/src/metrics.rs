@@ -67,6 +67,29 @@ struct LeaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BlockedLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabels {
+    step: String,
+}
+
+/// Condition reasons that count as a blocked upgrade (`Degraded=True` with one of these, or a
+/// preflight gate); the `reason` label of `blocked_upgrades_by_reason`, pre-initialised to 0 so
+/// alerts and panels have a series before anything is blocked.
+pub const BLOCKING_REASONS: &[&str] = &[
+    "UpdateJobFailed",
+    "ProgressDeadlineExceeded",
+    "RolledBack",
+    "InsufficientCapacity",
+    "NoSchedulableNodes",
+    "DowngradeNotAllowed",
+    "PreflightFailed",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -126,8 +149,10 @@ pub struct Metrics {
     update_jobs: Family<OutcomeLabels, Counter>,
     /// Seconds from a version change to `stable`.
     pub upgrade_duration: Histogram,
-    /// Installations whose upgrade is blocked.
-    pub blocked_upgrades: Gauge,
+    blocked_upgrades: Gauge,
+    blocked_by_reason: Family<BlockedLabels, Gauge>,
+    rollout_cap: Gauge,
+    migrations: Family<StepLabels, Gauge>,
     leader: Family<LeaseLabels, Gauge>,
     wq_adds: Family<QueueLabels, Counter>,
     wq_retries: Family<QueueLabels, Counter>,
@@ -136,6 +161,8 @@ pub struct Metrics {
     wq_longest: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     /// Reconciles running now: id -> (controller, start), for the unfinished-work gauges.
     in_flight: Mutex<HashMap<u64, (String, Instant)>>,
+    /// Blocking reasons outside `BLOCKING_REASONS` seen so far (reset to 0 when they clear).
+    blocked_seen: Mutex<Vec<String>>,
     next_id: AtomicU64,
     rest_requests: Family<RequestLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
@@ -161,6 +188,9 @@ impl Metrics {
             update_jobs: Family::default(),
             upgrade_duration: Histogram::new(exponential_buckets(5.0, 2.0, 12)),
             blocked_upgrades: Gauge::default(),
+            blocked_by_reason: Family::default(),
+            rollout_cap: Gauge::default(),
+            migrations: Family::default(),
             leader: Family::default(),
             wq_adds: Family::default(),
             wq_retries: Family::default(),
@@ -168,6 +198,7 @@ impl Metrics {
             wq_unfinished: Family::default(),
             wq_longest: Family::default(),
             in_flight: Mutex::default(),
+            blocked_seen: Mutex::default(),
             next_id: AtomicU64::new(0),
             rest_requests: Family::default(),
             build_info: Family::default(),
@@ -259,6 +290,35 @@ impl Metrics {
             "Installations with a blocked upgrade",
             m.blocked_upgrades.clone(),
         );
+        ours.register(
+            "blocked_upgrades_by_reason",
+            "Installations with a blocked upgrade, by the blocking condition's reason",
+            m.blocked_by_reason.clone(),
+        );
+        ours.register(
+            "max_reconciling_installations",
+            "Rollout slots (MAX_RECONCILING_INSTALLATIONS; 0 = no limit)",
+            m.rollout_cap.clone(),
+        );
+        ours.register(
+            "migrations",
+            "ClusterInstallation migrations by step (status.migration.status)",
+            m.migrations.clone(),
+        );
+        for reason in BLOCKING_REASONS {
+            m.blocked_by_reason
+                .get_or_create(&BlockedLabels {
+                    reason: (*reason).to_owned(),
+                })
+                .set(0);
+        }
+        for step in crate::legacy::step::ALL {
+            m.migrations
+                .get_or_create(&StepLabels {
+                    step: (*step).to_owned(),
+                })
+                .set(0);
+        }
         let cr = registry.sub_registry_with_prefix("controller_runtime");
         cr.register(
             "reconcile",
@@ -380,6 +440,56 @@ impl Metrics {
         }
     }
 
+    /// Sets the blocked-upgrade gauges from the reasons of the installations blocked now (one
+    /// entry per installation); reasons no longer present drop to 0.
+    pub fn set_blocked_upgrades<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
+        let mut counts: HashMap<&str, i64> = HashMap::new();
+        for r in reasons {
+            *counts.entry(r).or_default() += 1;
+        }
+        self.blocked_upgrades.set(counts.values().sum());
+        // Reasons seen before (pre-initialised or not) are reset, so a cleared block reads 0.
+        let mut known: Vec<String> = BLOCKING_REASONS.iter().map(|r| (*r).to_owned()).collect();
+        if let Ok(seen) = self.blocked_seen.lock() {
+            known.extend(seen.iter().cloned());
+        }
+        for reason in &known {
+            let n = counts.get(reason.as_str()).copied().unwrap_or(0);
+            self.blocked_by_reason
+                .get_or_create(&BlockedLabels {
+                    reason: reason.clone(),
+                })
+                .set(n);
+        }
+        if let Ok(mut seen) = self.blocked_seen.lock() {
+            for r in counts.keys().filter(|r| !known.iter().any(|k| k == *r)) {
+                self.blocked_by_reason
+                    .get_or_create(&BlockedLabels {
+                        reason: (*r).to_owned(),
+                    })
+                    .set(counts[r]);
+                seen.push((*r).to_owned());
+            }
+        }
+    }
+
+    /// Sets the rollout cap (`MAX_RECONCILING_INSTALLATIONS`, 0 = no limit).
+    pub fn set_rollout_cap(&self, cap: u32) {
+        self.rollout_cap.set(i64::from(cap));
+    }
+
+    /// Sets the migrations-by-step gauge; steps not listed drop to 0.
+    pub fn set_migrations_by_step(&self, counts: &[(String, i64)]) {
+        for step in crate::legacy::step::ALL {
+            let n = counts.iter().find(|(s, _)| s == step).map_or(0, |(_, n)| *n);
+            self.migrations
+                .get_or_create(&StepLabels {
+                    step: (*step).to_owned(),
+                })
+                .set(n);
+        }
+    }
+
     /// Records whether this process holds the leader Lease `lease`.
     pub fn set_leader(&self, lease: &str, leader: bool) {
         self.leader
@@ -477,6 +587,45 @@ impl Drop for ReconcileTimer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocked_upgrades_by_reason_migrations_and_the_rollout_cap() {
+        let m = Metrics::new(&["mattermost"], 1);
+        let text = m.encode().unwrap();
+        for reason in BLOCKING_REASONS {
+            assert!(text.contains(&format!(
+                "mattermost_operator_blocked_upgrades_by_reason{{reason=\"{reason}\"}} 0"
+            )));
+        }
+        assert!(text.contains(r#"mattermost_operator_migrations{step="WaitingForNewPods"} 0"#));
+        m.set_rollout_cap(20);
+        m.set_blocked_upgrades(["UpdateJobFailed", "UpdateJobFailed", "NewReason"]);
+        m.set_migrations_by_step(&[("CleaningUp".into(), 2)]);
+        let text = m.encode().unwrap();
+        for series in [
+            "mattermost_operator_max_reconciling_installations 20",
+            "mattermost_operator_blocked_upgrades 3",
+            r#"mattermost_operator_blocked_upgrades_by_reason{reason="UpdateJobFailed"} 2"#,
+            r#"mattermost_operator_blocked_upgrades_by_reason{reason="NewReason"} 1"#,
+            r#"mattermost_operator_blocked_upgrades_by_reason{reason="RolledBack"} 0"#,
+            r#"mattermost_operator_migrations{step="CleaningUp"} 2"#,
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+        // Cleared blocks and finished migrations read 0 again, including unlisted reasons.
+        m.set_blocked_upgrades(["RolledBack"]);
+        m.set_migrations_by_step(&[]);
+        let text = m.encode().unwrap();
+        for series in [
+            "mattermost_operator_blocked_upgrades 1",
+            r#"mattermost_operator_blocked_upgrades_by_reason{reason="UpdateJobFailed"} 0"#,
+            r#"mattermost_operator_blocked_upgrades_by_reason{reason="NewReason"} 0"#,
+            r#"mattermost_operator_blocked_upgrades_by_reason{reason="RolledBack"} 1"#,
+            r#"mattermost_operator_migrations{step="CleaningUp"} 0"#,
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+    }
 
     #[test]
     fn encodes_our_series_and_controller_runtime_names() {

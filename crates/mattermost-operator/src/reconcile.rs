@@ -135,8 +135,8 @@ pub struct Context {
     pub update_job: UpdateJobSettings,
     /// Rollout cap.
     pub slots: Arc<RolloutSlots>,
-    /// Installations whose upgrade is blocked or failed (for the metric).
-    pub blocked: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Installations whose upgrade is blocked or failed, with the blocking reason (for the metrics).
+    pub blocked: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Whether the capacity preflight may list Nodes; without it the check is skipped and the
     /// RolloutStarted event says so.
     pub capacity_check: bool,
@@ -931,20 +931,19 @@ async fn write_status(
 fn track_rollout(ctx: &Context, names: &Names, status: &MattermostStatus, gate: &Gate) {
     let key = slot_key(names);
     let stable = status.state.as_deref() == Some(RunningState::Stable.as_str());
-    let blocked = status.conditions.iter().any(|c| {
-        c.type_ == DEGRADED
-            && c.status == "True"
-            && matches!(
-                c.reason.as_str(),
-                "UpdateJobFailed"
-                    | "ProgressDeadlineExceeded"
-                    | "RolledBack"
-                    | "InsufficientCapacity"
-                    | "NoSchedulableNodes"
-                    | "DowngradeNotAllowed"
-                    | "PreflightFailed"
-            )
-    });
+    let blocked = status
+        .conditions
+        .iter()
+        .find(|c| {
+            c.type_ == DEGRADED
+                && c.status == "True"
+                && crate::metrics::BLOCKING_REASONS.contains(&c.reason.as_str())
+        })
+        .map(|c| c.reason.clone())
+        .or_else(|| match gate {
+            Gate::Blocked { reason, .. } => Some((*reason).to_owned()),
+            _ => None,
+        });
     let problem = status
         .conditions
         .iter()
@@ -956,14 +955,11 @@ fn track_rollout(ctx: &Context, names: &Names, status: &MattermostStatus, gate: 
         ctx.metrics.upgrade_duration.observe(held.as_secs_f64());
     }
     if let Ok(mut set) = ctx.blocked.lock() {
-        if blocked || matches!(gate, Gate::Blocked { .. }) {
-            set.insert(key);
-        } else {
-            set.remove(&key);
-        }
-        ctx.metrics
-            .blocked_upgrades
-            .set(i64::try_from(set.len()).unwrap_or(i64::MAX));
+        match blocked {
+            Some(reason) => set.insert(key, reason),
+            None => set.remove(&key),
+        };
+        ctx.metrics.set_blocked_upgrades(set.values().map(String::as_str));
     }
     ctx.metrics
         .rollouts_in_progress

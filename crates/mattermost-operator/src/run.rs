@@ -35,6 +35,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &[reconcile::CONTROLLER, crate::legacy::CONTROLLER],
         i64::from(args.max_reconcile_concurrency),
     ));
+    metrics.set_rollout_cap(args.max_reconciling_installations);
     let config = client::config(args.kubeconfig.as_deref()).await?;
     let clients = client::Clients::counted(config, &metrics)?;
     let client = clients.requests.clone();

@@ -81,6 +81,68 @@ fn rendered_manifests_match_deploy_operator_yaml() {
     }
 }
 
+/// The optional monitoring templates (off by default): the ServiceMonitor selects the metrics
+/// Service's port, the PrometheusRule's spec is `deploy/monitoring/rules.yaml` and the dashboard
+/// ConfigMap holds `deploy/monitoring/dashboard.json`, labelled for Grafana's sidecar.
+#[test]
+fn rendered_monitoring_templates_carry_deploy_monitoring() {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    let defaults = ok(helm(&["template", "m", chart]));
+    for kind in [
+        "kind: ServiceMonitor",
+        "kind: PrometheusRule",
+        "grafana_dashboard",
+    ] {
+        assert!(!defaults.contains(kind), "{kind} rendered by default");
+    }
+    let rendered = ok(helm(&[
+        "template",
+        "m",
+        chart,
+        "--namespace",
+        "ops",
+        "--set",
+        "monitoring.serviceMonitor.enabled=true,monitoring.serviceMonitor.interval=30s,\
+         monitoring.serviceMonitor.labels.release=kps,monitoring.prometheusRule.enabled=true,\
+         monitoring.dashboard.enabled=true,monitoring.dashboard.namespace=grafana",
+    ]));
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in\n{rendered}"))
+    };
+    let monitoring = testenv::repo_root().join("deploy/monitoring");
+    let read = |f: &str| std::fs::read_to_string(monitoring.join(f)).unwrap();
+
+    let sm = find("ServiceMonitor");
+    let service = docs.iter().find(|d| d["kind"] == "Service").unwrap();
+    assert_eq!(sm["metadata"]["labels"]["release"], "kps");
+    assert_eq!(
+        sm["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "30s");
+    assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"][0], "ops");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(&service["metadata"]["labels"][k], v, "the Service lacks {k}");
+    }
+
+    let rule = find("PrometheusRule");
+    let rules: serde_json::Value = serde_saphyr::from_str(&read("rules.yaml")).unwrap();
+    assert_eq!(rule["spec"], rules);
+
+    let cm = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")
+        .unwrap_or_else(|| panic!("no dashboard ConfigMap in\n{rendered}"));
+    assert_eq!(cm["metadata"]["namespace"], "grafana");
+    let json = cm["data"]["mattermost-operator.json"].as_str().unwrap();
+    assert_eq!(json.trim_end(), read("dashboard.json").trim_end());
+}
+
 #[test]
 fn lint_and_the_schema_refuse_wrong_values_by_name() {
     let chart = chart();

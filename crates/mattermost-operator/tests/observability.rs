@@ -2,7 +2,8 @@
 //! `ClusterInstallation` to stable; then its `/metrics` carries the families existing dashboards
 //! query (controller-runtime's for both controllers, `workqueue_*`, `rest_client_requests_total`,
 //! build info, memory, our domain metrics), and its JSON log names the object of every reconcile
-//! line and contains none of the secret values it used.
+//! line and contains none of the secret values it used. Every metric that the shipped dashboard
+//! and alerts query (parsed as PromQL) is in that `/metrics`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -38,9 +39,14 @@ async fn metrics_and_logs_of_an_operator_that_upgraded_an_installation() {
     let env = env_without_operator("obs").await;
     env.apply(SECRETS).await;
     let port = free_port();
-    let args = vec![format!("--metrics-addr=127.0.0.1:{port}")];
+    // With leader election, as the chart and the Go operator's manifests run it.
+    let args = vec![
+        format!("--metrics-addr=127.0.0.1:{port}"),
+        "--enable-leader-election".to_owned(),
+    ];
     let vars = vec![
         ("WATCH_NAMESPACE".to_owned(), env.name().to_owned()),
+        ("POD_NAMESPACE".to_owned(), env.name().to_owned()),
         ("LOG_FORMAT".to_owned(), "json".to_owned()),
         (
             "LOG_LEVEL".to_owned(),
@@ -123,6 +129,33 @@ async fn metrics_and_logs_of_an_operator_that_upgraded_an_installation() {
         Some(1.0)
     );
     positive("process_resident_memory_bytes", &[]);
+    positive("leader_election_master_status", &[]);
+    // Every metric the shipped dashboard and alerts query (deploy/monitoring/) is exported.
+    let referenced = common::promql::referenced_metrics();
+    let exposed = common::promql::check_exposition(referenced.keys(), &text);
+    // The one exception: the error counter labelled by reason has no series before the first
+    // failed reconcile, and prometheus-client encodes nothing (not even `# TYPE`) for a family
+    // without series. None failed in this run; the unit test
+    // `metrics::tests::encodes_our_series_and_controller_runtime_names` shows its series after one.
+    let unexpected: Vec<&String> = exposed
+        .problems
+        .iter()
+        .filter(|p| *p != "mattermost_operator_reconcile_errors_total: no such metric")
+        .collect();
+    assert!(
+        unexpected.is_empty() && exposed.declared_only.is_empty(),
+        "queried by the dashboard or the alerts but not in /metrics: {exposed:?}\nqueried by: {referenced:?}\n{text}"
+    );
+    for family in [
+        "mattermost_operator_blocked_upgrades_by_reason",
+        "mattermost_operator_migrations",
+    ] {
+        assert!(value(&text, family, &[]).is_some(), "no {family}");
+    }
+    assert_eq!(
+        value(&text, "mattermost_operator_max_reconciling_installations", &[]),
+        Some(20.0)
+    );
 
     op.terminate().await;
     let log = op.log_text();

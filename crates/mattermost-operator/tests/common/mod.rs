@@ -17,6 +17,7 @@ use tokio::sync::OnceCell;
 
 pub mod argocd;
 pub mod process;
+pub mod promql;
 pub mod scenario;
 pub mod tools;
 
