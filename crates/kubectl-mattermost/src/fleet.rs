@@ -82,12 +82,30 @@ pub struct Row {
     pub ready: i32,
     /// Pods wanted.
     pub replicas: i32,
-    /// The first failing condition: `type` and `reason`.
-    pub problem: Option<String>,
+    /// The condition that explains the health (`type/reason`): what is wrong, or what is going on.
+    pub condition: Option<String>,
     /// Its message.
     pub message: Option<String>,
-    /// When the problem (or, when healthy, the Ready condition) last changed.
+    /// When that condition (or, when stable, Ready) last changed.
     pub since: Option<String>,
+}
+
+/// A gate condition that blocks the upgrade: the update Job failed (while it runs the condition is
+/// also False, with reason `UpdateJobRunning`), or the preflight failed.
+fn blocking_gate(conds: &[Condition]) -> Option<Condition> {
+    is(conds, UPDATE_JOB, "False")
+        .filter(|c| c.reason == "UpdateJobFailed")
+        .or_else(|| is(conds, PREFLIGHT, "False"))
+}
+
+/// The condition that explains `health`: what is wrong, or what is going on.
+fn explanation(conds: &[Condition], health: Health) -> Option<Condition> {
+    match health {
+        Health::Blocked => is(conds, DEGRADED, "True").or_else(|| blocking_gate(conds)),
+        Health::Degraded => is(conds, DEGRADED, "True"),
+        Health::Waiting | Health::Rolling => find(conds, PROGRESSING).cloned(),
+        Health::Pending | Health::Stable => None,
+    }
 }
 
 /// Classifies `mm` from its status.
@@ -96,7 +114,7 @@ pub fn health(mm: &Mattermost) -> Health {
         return Health::Pending;
     };
     let conds = status.conditions.as_slice();
-    let blocked_gate = is(conds, UPDATE_JOB, "False").is_some() || is(conds, PREFLIGHT, "False").is_some();
+    let blocked_gate = blocking_gate(conds).is_some();
     if let Some(d) = is(conds, DEGRADED, "True") {
         let blocking = BLOCKING.contains(&d.reason.as_str());
         return if blocking || blocked_gate {
@@ -108,8 +126,10 @@ pub fn health(mm: &Mattermost) -> Health {
     if blocked_gate {
         return Health::Blocked;
     }
-    if is(conds, PROGRESSING, "True").is_some_and(|c| c.reason == "WaitingForRolloutSlot") {
-        return Health::Waiting;
+    match is(conds, PROGRESSING, "True") {
+        Some(c) if c.reason == "WaitingForRolloutSlot" => return Health::Waiting,
+        Some(_) => return Health::Rolling,
+        None => {}
     }
     let current =
         status.observed_generation.is_some() && status.observed_generation == mm.metadata.generation;
@@ -124,12 +144,9 @@ pub fn health(mm: &Mattermost) -> Health {
 pub fn row(mm: &Mattermost) -> Row {
     let health = health(mm);
     let status = mm.status.clone().unwrap_or_default();
-    let failing = status
-        .conditions
-        .iter()
-        .find(|c| (c.type_ == DEGRADED && c.status == "True") || (c.type_ != DEGRADED && c.status == "False"))
-        .filter(|_| health != Health::Stable);
+    let failing = explanation(&status.conditions, health);
     let since = failing
+        .as_ref()
         .or_else(|| find(&status.conditions, "Ready"))
         .map(|c| c.last_transition_time.0.to_string());
     Row {
@@ -141,8 +158,8 @@ pub fn row(mm: &Mattermost) -> Row {
         desired: mm.spec.version().to_owned(),
         ready: status.updated_replicas.unwrap_or(0),
         replicas: mm.spec.effective_replicas(),
-        problem: failing.map(|c| format!("{}/{}", c.type_, c.reason)),
-        message: failing.map(|c| c.message.clone()).filter(|m| !m.is_empty()),
+        condition: failing.as_ref().map(|c| format!("{}/{}", c.type_, c.reason)),
+        message: failing.map(|c| c.message).filter(|m| !m.is_empty()),
         since,
     }
 }
@@ -285,7 +302,10 @@ mod tests {
         );
         let blocked = mm("10.1.0", Some(job));
         assert_eq!(health(&blocked), Health::Blocked);
-        assert_eq!(row(&blocked).problem.as_deref(), Some("Degraded/UpdateJobFailed"));
+        assert_eq!(
+            row(&blocked).condition.as_deref(),
+            Some("Degraded/UpdateJobFailed")
+        );
         let secret = status("stable", vec![cond("Degraded", "True", "SecretNotFound")]);
         assert_eq!(health(&mm("10.0.0", Some(secret))), Health::Degraded);
         let waiting = status(
@@ -295,6 +315,20 @@ mod tests {
         assert_eq!(health(&mm("10.1.0", Some(waiting))), Health::Waiting);
         let rolling = status("ready", vec![cond("Progressing", "True", "RollingOut")]);
         assert!(holds_slot(&mm("10.1.0", Some(rolling))));
+        // A running update Job is progress, not a block.
+        let running = status(
+            "stable",
+            vec![
+                cond("UpdateJobSucceeded", "False", "UpdateJobRunning"),
+                cond("Progressing", "True", "UpdateJobRunning"),
+            ],
+        );
+        let running = mm("10.1.0", Some(running));
+        assert_eq!(health(&running), Health::Rolling);
+        assert_eq!(
+            row(&running).condition.as_deref(),
+            Some("Progressing/UpdateJobRunning")
+        );
     }
 
     #[test]

@@ -177,26 +177,6 @@ async fn synced<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K
     {}
 }
 
-/// Names of the Secrets an installation references.
-fn referenced_secrets(mm: &Mattermost) -> Vec<&str> {
-    let spec = &mm.spec;
-    let db = spec
-        .database
-        .as_ref()
-        .and_then(|d| d.external.as_ref())
-        .map(|e| e.secret.as_str());
-    let fs = spec
-        .file_store
-        .as_ref()
-        .and_then(|f| f.external.as_ref())
-        .and_then(|e| e.secret.as_deref());
-    [db, fs, spec.license_secret.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 /// Runs the controllers until the task is aborted. `on_ready` is called once every cache synced.
 pub async fn run(
     clients: impl Into<Clients>,
@@ -415,7 +395,7 @@ fn run_scope(
             let referencing: Vec<_> = secret_store
                 .state()
                 .into_iter()
-                .filter(|mm| mm.namespace() == ns && referenced_secrets(mm).contains(&name.as_str()))
+                .filter(|mm| mm.namespace() == ns && mm.spec.referenced_secrets().contains(&name.as_str()))
                 .collect();
             // What was read from the Secret is stale now: the next reconcile reads it again.
             for mm in &referencing {

@@ -261,7 +261,7 @@ async fn chart_installs_and_the_operator_runs_under_its_service_account() {
     let workload = env_without_operator("mm-chart-a").await;
     scenario::install_upgrade_fail_recover(&workload).await;
     scenario::migrate_cluster_installation(&workload).await;
-    let denied = scenario::denied(&audit, mark, &user);
+    let denied = scenario::denied(&audit, mark, &user, &[ops.name(), workload.name()]);
     assert!(denied.is_empty(), "denied in cluster mode: {denied:#?}");
     let ours: Vec<_> = audit
         .since(mark)
@@ -318,7 +318,7 @@ async fn chart_installs_and_the_operator_runs_under_its_service_account() {
     operator.wait_leader(Duration::from_secs(30)).await;
     scenario::install_upgrade_fail_recover(&b).await;
     scenario::migrate_cluster_installation(&c).await;
-    let denied = scenario::denied(&audit, mark, &user);
+    let denied = scenario::denied(&audit, mark, &user, &[ops.name(), b.name(), c.name()]);
     assert!(denied.is_empty(), "denied in namespace mode: {denied:#?}");
     // Without node access the capacity preflight is skipped, and the rollout event says so.
     let events: Api<k8s_openapi::api::events::v1::Event> = b.api();

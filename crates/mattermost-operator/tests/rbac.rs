@@ -55,7 +55,7 @@ async fn the_operator_runs_with_exactly_the_documented_rbac() {
     scenario::migrate_cluster_installation(&env).await;
 
     let user = format!("system:serviceaccount:{}:operator", env.name());
-    let denied = scenario::denied(&audit, mark, &user);
+    let denied = scenario::denied(&audit, mark, &user, &[env.name()]);
     assert!(
         denied.is_empty(),
         "requests the ClusterRole does not allow: {denied:#?}"

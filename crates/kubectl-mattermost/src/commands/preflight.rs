@@ -128,7 +128,11 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
             "state",
             &k,
             !matches!(h, Health::Blocked | Health::Degraded),
-            format!("{} ({})", h.as_str(), fleet::row(mm).problem.unwrap_or_default()),
+            format!(
+                "{} ({})",
+                h.as_str(),
+                fleet::row(mm).condition.unwrap_or_default()
+            ),
         ));
         let problems = facts.problems(mm, version);
         checks.push(check(

@@ -41,7 +41,7 @@ pub async fn run(ctx: &Ctx, name: Option<String>, output: Output) -> Result<u8, 
         "STATE",
         "VERSION",
         "READY",
-        "PROBLEM",
+        "CONDITION",
         "SINCE",
     ]);
     for r in &fleet.items {
@@ -57,7 +57,7 @@ pub async fn run(ctx: &Ctx, name: Option<String>, output: Output) -> Result<u8, 
             r.state.clone(),
             version,
             format!("{}/{}", r.ready, r.replicas),
-            r.problem.clone().unwrap_or_default(),
+            r.condition.clone().unwrap_or_default(),
             age(r.since.as_deref()),
         ]);
     }

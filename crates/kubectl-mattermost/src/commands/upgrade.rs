@@ -292,7 +292,7 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
                 let h = fleet::health(mm);
                 if fleet::upgraded(mm, &version) {
                 } else if h.is_failure() && mm.spec.version() == version {
-                    let why = fleet::row(mm).problem.unwrap_or_else(|| h.as_str().into());
+                    let why = fleet::row(mm).condition.unwrap_or_else(|| h.as_str().into());
                     wave_failed.push((k.clone(), why));
                 } else {
                     pending += 1;

@@ -69,12 +69,25 @@ pub async fn migrate_cluster_installation(env: &Env) {
     env.wait_state("mm-legacy", "stable").await;
 }
 
-/// Requests of `user` the API server refused (403) since `mark`.
-pub fn denied(audit: &testenv::AuditLog, mark: testenv::AuditMark, user: &str) -> Vec<testenv::AuditEvent> {
+/// Requests of `user` the API server refused (403) since `mark`, cluster-scoped or in one of
+/// `namespaces`. (An operator watching every namespace also meets namespaces other tests are
+/// deleting, where every write is refused with 403 `NamespaceTerminating`: not an RBAC gap.)
+pub fn denied(
+    audit: &testenv::AuditLog,
+    mark: testenv::AuditMark,
+    user: &str,
+    namespaces: &[&str],
+) -> Vec<testenv::AuditEvent> {
     audit
         .since(mark)
         .unwrap()
         .into_iter()
         .filter(|e| e.user.username == user && e.response_status.as_ref().map(|r| r.code) == Some(403))
+        .filter(|e| {
+            e.object_ref
+                .as_ref()
+                .and_then(|o| o.namespace.as_deref())
+                .is_none_or(|ns| namespaces.contains(&ns))
+        })
         .collect()
 }
