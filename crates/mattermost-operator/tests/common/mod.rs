@@ -205,7 +205,7 @@ pub async fn operator_clients() -> mattermost_operator::client::Clients {
     mattermost_operator::client::Clients::new(config).expect("clients")
 }
 
-/// Successful reconciles so far, from the operator's metrics.
+/// Reconciles started so far, from the operator's metrics.
 pub fn reconciles(env: &Env) -> u64 {
     let text = env
         .metrics
@@ -215,7 +215,8 @@ pub fn reconciles(env: &Env) -> u64 {
         .expect("metrics");
     text.lines()
         .find(|l| {
-            l.starts_with(r#"controller_runtime_reconcile_total{controller="mattermost",result="success"}"#)
+            // Started reconciles, whatever their result (a resync ends in `requeue_after`).
+            l.starts_with(r#"mattermost_operator_reconcile_total{controller="mattermost"}"#)
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
