@@ -131,7 +131,7 @@ impl Election {
 fn released(api: Api<Lease>, name: &str) -> impl Stream<Item = ()> + Send + 'static {
     let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
     watcher(api, wc)
-        .default_backoff()
+        .backoff(crate::watch::backoff())
         .touched_objects()
         .filter_map(|lease| async move {
             let free = match lease {
