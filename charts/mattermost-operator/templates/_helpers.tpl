@@ -85,6 +85,12 @@ and fail on any denied request.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, list, watch, create, patch, delete]
+# spec.monitoring: the PodMonitor of an installation, applied like the other children (get then
+# server-side apply) and deleted when monitoring is turned off. Whether its CRD exists is asked
+# through API discovery, which needs no rule.
+- apiGroups: [monitoring.coreos.com]
+  resources: [podmonitors]
+  verbs: [get, create, patch, delete]
 # Rollout progress; a completed migration deletes the orphaned legacy ReplicaSets.
 - apiGroups: [apps]
   resources: [replicasets]

@@ -11,6 +11,7 @@ pub mod http;
 pub mod leader;
 pub mod legacy;
 pub mod metrics;
+pub mod monitoring;
 pub mod observe;
 pub mod preflight;
 pub mod reconcile;

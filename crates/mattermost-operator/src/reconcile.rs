@@ -318,6 +318,7 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
             message,
         });
     }
+    let monitoring = crate::monitoring::reconcile(&ctx.client, mm, &names, &uid).await;
     let failure = failure
         .or_else(|| outcome.scale_blocked.clone())
         .or_else(|| outcome.job_pod_problem.clone());
@@ -374,6 +375,7 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
         mm.status.as_ref(),
         &now,
     );
+    crate::monitoring::set_condition(&mut new_status.conditions, &monitoring, generation, &now);
     // Text from pods and the API may carry credentials; the Secret values are known only now.
     observed.secrets.scrub_status(&mut new_status);
     publish_events(ctx, mm, mm.status.as_ref(), &new_status, &outcome).await;

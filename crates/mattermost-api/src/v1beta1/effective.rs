@@ -263,6 +263,11 @@ impl MattermostSpec {
         (!disabled && self.effective_replicas() > 1).then(|| pdb.and_then(|p| p.max_unavailable).unwrap_or(1))
     }
 
+    /// True when the Mattermost pods' metrics should be scraped through a PodMonitor.
+    pub fn monitoring_enabled(&self) -> bool {
+        self.monitoring.as_ref().and_then(|m| m.enabled).unwrap_or(false)
+    }
+
     /// Progress deadline of rollouts in seconds (default 600, the Deployment default).
     pub fn progress_deadline_seconds(&self) -> i32 {
         self.upgrade

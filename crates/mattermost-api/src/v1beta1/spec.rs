@@ -228,6 +228,32 @@ pub struct MattermostSpec {
     /// (an addition to the Go operator's API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_disruption_budget: Option<PodDisruptionBudgetPolicy>,
+
+    /// Scraping of the Mattermost servers' own metrics (port 8067) by the Prometheus Operator:
+    /// a PodMonitor, created only when its CRD is installed (an addition to the Go operator's
+    /// API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<Monitoring>,
+}
+
+/// Prometheus Operator scraping of the Mattermost pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Monitoring {
+    /// Create a PodMonitor (monitoring.coreos.com/v1) for the `metrics` port of the Mattermost
+    /// pods. Default false. Without the Prometheus Operator CRDs nothing is created and the
+    /// condition MonitoringConfigured says so; turned off, the PodMonitor is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Labels of the PodMonitor, for the `podMonitorSelector` of a Prometheus (for example
+    /// `release: prometheus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Scrape interval, such as 30s or 1m (default: the Prometheus' own interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$')")
+        .message("monitoring.interval must be a Prometheus duration such as 30s or 1m"))]
+    pub interval: Option<String>,
 }
 
 /// Upgrade policy.

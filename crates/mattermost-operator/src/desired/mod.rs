@@ -10,6 +10,7 @@ pub mod meta;
 pub mod names;
 pub mod patch;
 pub mod pdb;
+pub mod pod_monitor;
 pub mod pvc;
 pub mod security;
 pub mod service;

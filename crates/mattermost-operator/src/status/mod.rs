@@ -28,6 +28,9 @@ pub const RECONCILING: &str = "Reconciling";
 /// kstatus "abnormal-true" condition: True when the operator cannot make progress without a
 /// person (failed update Job or preflight, progress deadline, bad configuration). Read as Failed.
 pub const STALLED: &str = "Stalled";
+/// Whether the Mattermost pods' metrics are scraped (`spec.monitoring`); absent when monitoring
+/// is off. See `crate::monitoring`.
+pub const MONITORING: &str = "MonitoringConfigured";
 /// State of the update Job gate.
 pub const UPDATE_JOB: &str = "UpdateJobSucceeded";
 /// Result of the upgrade preflight checks.
