@@ -271,7 +271,7 @@ async fn pod_monitor_follows_the_crd_and_the_spec() {
         .collect();
     assert!(warnings.is_empty(), "monitoring warnings: {warnings:?}");
     let user = format!("system:serviceaccount:{}:operator", env.name());
-    let denied = common::scenario::denied(&audit, mark, &user);
+    let denied = common::scenario::denied(&audit, mark, &user, &[env.name()]);
     assert!(
         denied.is_empty(),
         "requests the ClusterRole does not allow: {denied:#?}"
