@@ -525,7 +525,7 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
         .patch(
             &failing.0,
             failing.1,
-            json!({"updateJob": {"extraAnnotations": {"testenv.invalid/fail-after": "0s"}}}),
+            json!({"updateJob": {"extraAnnotations": {"testenv.invalid/fail": "true"}}}),
         )
         .await;
     let out = fleet.cli(&[

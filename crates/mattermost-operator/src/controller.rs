@@ -326,7 +326,11 @@ fn run_scope(
         controller: "mattermost-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    // Reconciles wait for every cache of this scope: an empty Deployment cache would make an
+    // upgrade look like a fresh install and skip the update Job.
+    let (synced_tx, synced_rx) = tokio::sync::watch::channel(false);
     let ctx = Arc::new(Context {
+        synced: synced_rx,
         client: client.clone(),
         stores: stores.clone(),
         recorder: Recorder::new(client.clone(), reporter),
@@ -372,6 +376,7 @@ fn run_scope(
             synced(&s.pods).boxed(),
         ];
         futures::future::join_all(all).await;
+        let _ = synced_tx.send(true);
     }
     .boxed();
 

@@ -31,6 +31,8 @@ use crate::status::{self, DEGRADED, Failure, Gate, Observation, READY, UPDATE_JO
 /// Controller name in metrics and logs.
 pub const CONTROLLER: &str = "mattermost";
 const REQUEUE_PROGRESS: Duration = Duration::from_secs(10);
+/// Retry delay while the child caches are still loading (right after start or a leader change).
+const CACHES_SYNCING: Duration = Duration::from_millis(500);
 const REQUEUE_BLOCKED: Duration = Duration::from_secs(300);
 
 /// Caches of the children, filled by label-selected watches (see `controller`).
@@ -123,6 +125,8 @@ impl Default for UpdateJobSettings {
 
 /// Shared state of every reconcile.
 pub struct Context {
+    /// True once every child cache of this watch scope has its initial list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
     /// API client.
     pub client: Client,
     /// Child caches.
@@ -277,6 +281,9 @@ pub fn error_policy(mm: Arc<Mattermost>, err: &Error, ctx: Arc<Context>) -> Acti
 
 #[instrument(skip_all, fields(name = %mm.name_any(), namespace = mm.namespace().unwrap_or_default()))]
 async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error> {
+    if !*ctx.synced.borrow() {
+        return Ok(Action::requeue(CACHES_SYNCING));
+    }
     if mm.meta().deletion_timestamp.is_some() {
         if mm
             .finalizers()

@@ -373,3 +373,40 @@ async fn at_most_max_reconciling_installations_roll_at_once_and_all_finish() {
         .await;
     env.cleanup().await;
 }
+
+/// A version changed while the operator was down: when it starts again its first reconciles
+/// may come before the child caches are filled, and must not take the live installation for a
+/// fresh one (which needs no update Job). Each restart must run the update Job first.
+#[tokio::test]
+async fn a_version_changed_while_the_operator_was_down_still_runs_the_update_job() {
+    let mut env = env("mm-upgrade-restart").await;
+    env.apply(SECRETS).await;
+    env.apply(&manifest(NAME, 1, "9.11.0", json!({}))).await;
+    env.wait_state(NAME, "stable").await;
+    let audit = testenv::AuditLog::new();
+    for (i, version) in ["9.11.1", "9.11.2", "9.11.3"].into_iter().enumerate() {
+        env.stop_operator();
+        env.patch_spec(NAME, json!({ "version": version })).await;
+        let mark = audit.mark().unwrap();
+        env.start_operator();
+        let mm = env.wait_state(NAME, "stable").await;
+        assert_eq!(mm.status.unwrap().version.as_deref(), Some(version));
+        // The update Job is deleted once the rollout is done: find its creation (a server-side
+        // apply) in the audit log instead.
+        let applied: BTreeSet<String> = audit
+            .since(mark)
+            .unwrap()
+            .into_iter()
+            .filter(|e| (e.verb == "create" || e.verb == "patch") && e.resource() == "jobs")
+            .filter_map(|e| e.object_ref)
+            .filter(|o| o.namespace.as_deref() == Some(env.name()))
+            .filter_map(|o| o.name)
+            .collect();
+        assert_eq!(
+            applied.len(),
+            1,
+            "restart {i}: update Jobs for {version}: {applied:?}"
+        );
+    }
+    env.cleanup().await;
+}
