@@ -128,11 +128,10 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
             "state",
             &k,
             !matches!(h, Health::Blocked | Health::Degraded),
-            format!(
-                "{} ({})",
-                h.as_str(),
-                fleet::row(mm).condition.unwrap_or_default()
-            ),
+            match fleet::row(mm).condition {
+                Some(c) => format!("{} ({c})", h.as_str()),
+                None => h.as_str().to_owned(),
+            },
         ));
         let problems = facts.problems(mm, version);
         checks.push(check(
