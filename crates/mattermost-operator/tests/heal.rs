@@ -149,6 +149,14 @@ async fn the_resync_of_a_stable_installation_sends_no_request() {
     env.apply(SECRETS).await;
     env.apply(FULL).await;
     env.wait_state(NAME, "stable").await;
+    // One reconcile after `stable` may still settle the status (the write that follows the
+    // observation): count from the first resync on.
+    let settled = reconciles(&env);
+    wait_until("a first resync", Duration::from_secs(30), || async {
+        (reconciles(&env) > settled).then_some(())
+    })
+    .await
+    .unwrap();
     let audit = AuditLog::new();
     let mark = audit.mark().unwrap();
     let before = reconciles(&env);
