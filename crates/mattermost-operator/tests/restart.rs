@@ -144,12 +144,20 @@ async fn changes_reach_the_deployment_within_seconds_after_api_server_restarts()
     let restart = outage(&op).await;
     let client = testenv::client_from(&testenv::kubeconfig_path()).await.unwrap();
     let mms: Api<mattermost_api::v1beta1::Mattermost> = Api::namespaced(client.clone(), env.name());
-    let mm = testenv::wait_for_object(&mms, NAME, TIMEOUT, |mm: &mattermost_api::v1beta1::Mattermost| {
-        let st = mm.status.as_ref();
-        st.and_then(|s| s.state.as_deref()) == Some("stable")
-            && st.and_then(|s| s.version.as_deref()) == Some("9.11.1")
-            && st.and_then(|s| s.observed_generation) == mm.metadata.generation
-    })
+    // Longer than TIMEOUT: after an outage kube-controller-manager's Job and Deployment
+    // controllers take up to a minute or more to act again (409s on the Job's status in the audit
+    // log); the operator patches the Deployment within milliseconds of the Job's completion.
+    let mm = testenv::wait_for_object(
+        &mms,
+        NAME,
+        Duration::from_secs(240),
+        |mm: &mattermost_api::v1beta1::Mattermost| {
+            let st = mm.status.as_ref();
+            st.and_then(|s| s.state.as_deref()) == Some("stable")
+                && st.and_then(|s| s.version.as_deref()) == Some("9.11.1")
+                && st.and_then(|s| s.observed_generation) == mm.metadata.generation
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("upgrade after the restart: {e}; log:\n{}", op.log_text()));
     let done = restart.ready_at.elapsed();
