@@ -150,11 +150,6 @@ impl Scope {
             Scope::Namespaces(names) => names.iter().cloned().map(Some).collect(),
         }
     }
-
-    /// True when the operator may read cluster-scoped objects (Nodes).
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Scope::Cluster)
-    }
 }
 
 impl RunArgs {

@@ -50,7 +50,7 @@ pub enum ClientError {
 
 /// Loads the config from `kubeconfig`, or infers it (`KUBECONFIG`, `~/.kube/config`, in-cluster).
 pub async fn config(kubeconfig: Option<&Path>) -> Result<Config, ClientError> {
-    let mut config = match kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let err = |source| ClientError::Kubeconfig {
                 path: path.display().to_string(),
@@ -63,7 +63,6 @@ pub async fn config(kubeconfig: Option<&Path>) -> Result<Config, ClientError> {
         }
         None => Config::infer().await?,
     };
-    with_defaults(&mut config);
     Ok(config)
 }
 
@@ -133,16 +132,8 @@ impl From<Client> for Clients {
     }
 }
 
-/// A request client for `config` with our defaults applied.
-pub fn client(config: Config) -> Result<Client, ClientError> {
-    Ok(Client::try_from(for_requests(config))?)
-}
-
 /// A client for `config` whose every request is counted in `rest_client_requests_total`.
-pub fn counted(
-    config: Config,
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
-) -> Result<Client, ClientError> {
+fn counted(config: Config, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Result<Client, ClientError> {
     let host = config
         .cluster_url
         .authority()
