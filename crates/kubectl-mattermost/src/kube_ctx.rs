@@ -2,6 +2,7 @@
 //! and the reads every command shares (one LIST per kind, never one GET per installation).
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, PodTemplateSpec};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
@@ -114,19 +115,22 @@ impl Ctx {
     }
 }
 
+/// The first container of a pod template: the operator's or Mattermost's own.
+pub fn main_container(template: &PodTemplateSpec) -> Option<&Container> {
+    template.spec.as_ref()?.containers.first()
+}
+
+/// The image of [`main_container`], empty when unset.
+pub fn main_image(template: &PodTemplateSpec) -> String {
+    main_container(template)
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
 /// The operator's rollout cap, from its Deployment's `MAX_RECONCILING_INSTALLATIONS` (20 when
 /// unset, as the operator's default).
 pub fn rollout_cap(operators: &[Deployment]) -> Option<u32> {
-    let container = operators
-        .first()?
-        .spec
-        .as_ref()?
-        .template
-        .spec
-        .as_ref()?
-        .containers
-        .first()?
-        .clone();
+    let container = main_container(&operators.first()?.spec.as_ref()?.template)?;
     let value = container
         .env
         .iter()

@@ -10,7 +10,7 @@ use crate::cli::Output;
 use crate::commands::upgrade::Facts;
 use crate::error::Error;
 use crate::fleet::{self, Health};
-use crate::kube_ctx::{Ctx, key};
+use crate::kube_ctx::{Ctx, key, main_image};
 use crate::output::{structured, table};
 
 /// One check.
@@ -50,9 +50,7 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
             let image = d
                 .spec
                 .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|p| p.containers.first())
-                .and_then(|c| c.image.clone())
+                .map(|s| main_image(&s.template))
                 .unwrap_or_default();
             checks.push(check(
                 "operator",

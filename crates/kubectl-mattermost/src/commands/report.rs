@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::kube_ctx::{Ctx, key};
+use crate::kube_ctx::{Ctx, key, main_image};
 
 const SENSITIVE: &[&str] = &[
     "PASSWORD",
@@ -148,17 +148,7 @@ pub async fn run(ctx: &Ctx, name: Option<String>, path: &Path) -> Result<u8, Err
     let operators = ctx.operators().await?;
     let images: Vec<String> = operators
         .iter()
-        .filter_map(|d| {
-            d.spec
-                .as_ref()?
-                .template
-                .spec
-                .as_ref()?
-                .containers
-                .first()?
-                .image
-                .clone()
-        })
+        .filter_map(|d| d.spec.as_ref().map(|s| main_image(&s.template)))
         .collect();
     b.text(
         "versions.txt",

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::cli::Output;
 use crate::error::Error;
 use crate::fleet::{self, Row, Summary};
-use crate::kube_ctx::{Ctx, rollout_cap};
+use crate::kube_ctx::{Ctx, main_image, rollout_cap};
 use crate::output::{age, cell, structured, table};
 
 #[derive(Serialize)]
@@ -175,9 +175,7 @@ async fn detail(ctx: &Ctx, name: &str, output: Output) -> Result<u8, Error> {
             let image = j
                 .spec
                 .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|p| p.containers.first())
-                .and_then(|c| c.image.clone())
+                .map(|s| main_image(&s.template))
                 .unwrap_or_default();
             JobLine {
                 name: j.name_any(),
