@@ -13,10 +13,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::scenario::ChartRole;
 use common::{SECRETS, TIMEOUT, env_without_operator};
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -25,7 +25,6 @@ use mattermost_operator::desired::pod_monitor::PodMonitor;
 use mattermost_operator::monitoring::pod_monitor_crd_installed;
 use serde_json::json;
 
-const MANIFESTS: &str = include_str!("../../../deploy/operator.yaml");
 const CRD: &str = include_str!("fixtures/monitoring.coreos.com_podmonitors.yaml");
 const CRD_NAME: &str = "podmonitors.monitoring.coreos.com";
 const NAME: &str = "mm-example-full";
@@ -78,33 +77,10 @@ async fn pod_monitor_follows_the_crd_and_the_spec() {
     }
 
     // The operator runs as a ServiceAccount bound to the chart's ClusterRole only.
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(MANIFESTS).unwrap();
-    let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
-    let mut role: ClusterRole = serde_json::from_value(role.clone()).unwrap();
-    let role_name = format!("mattermost-operator-{}", env.name());
-    role.metadata.name = Some(role_name.clone());
-    let pp = PatchParams::apply("testenv").force();
-    let roles: Api<ClusterRole> = Api::all(env.client.clone());
-    roles.patch(&role_name, &pp, &Patch::Apply(&role)).await.unwrap();
-    let sas: Api<ServiceAccount> = env.api();
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "operator"}})).unwrap();
-    sas.create(&PostParams::default(), &sa).await.unwrap();
-    let binding: ClusterRoleBinding = serde_json::from_value(json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-        "metadata": {"name": role_name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
-        "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": env.name()}]
-    }))
-    .unwrap();
-    let bindings: Api<ClusterRoleBinding> = Api::all(env.client.clone());
-    bindings
-        .patch(&role_name, &pp, &Patch::Apply(&binding))
-        .await
-        .unwrap();
-    let kubeconfig = common::process::service_account_kubeconfig(&env.client, env.name(), "operator").await;
+    let role = ChartRole::bind(&env).await;
     let audit = testenv::AuditLog::new();
     let mark = audit.mark().unwrap();
-    let client = testenv::client_from(&kubeconfig).await.unwrap();
+    let client = testenv::client_from(&role.kubeconfig).await.unwrap();
     // The CRD is found by the periodic resync, without any change to the installation.
     env.resync_period = Duration::from_secs(3);
     env.start_operator_as(Client::clone(&client));
@@ -157,7 +133,13 @@ async fn pod_monitor_follows_the_crd_and_the_spec() {
 
     // 2. Install the upstream CRD: the resync creates the PodMonitor.
     let crd: CustomResourceDefinition = serde_saphyr::from_str(CRD).unwrap();
-    crds.patch(CRD_NAME, &pp, &Patch::Apply(&crd)).await.unwrap();
+    crds.patch(
+        CRD_NAME,
+        &PatchParams::apply("testenv").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
     testenv::wait_for_object(&crds, CRD_NAME, TIMEOUT, |c: &CustomResourceDefinition| {
         c.status
             .iter()
@@ -270,15 +252,12 @@ async fn pod_monitor_follows_the_crd_and_the_spec() {
         .filter(|r| ["CRDNotInstalled", "ChildNameConflict", "DiscoveryFailed"].contains(&r.as_str()))
         .collect();
     assert!(warnings.is_empty(), "monitoring warnings: {warnings:?}");
-    let user = format!("system:serviceaccount:{}:operator", env.name());
-    let denied = common::scenario::denied(&audit, mark, &user, &[env.name()]);
+    let denied = common::scenario::denied(&audit, mark, &role.user, &[env.name()]);
     assert!(
         denied.is_empty(),
         "requests the ClusterRole does not allow: {denied:#?}"
     );
 
-    bindings.delete(&role_name, &Default::default()).await.unwrap();
-    roles.delete(&role_name, &Default::default()).await.unwrap();
-    let _ = std::fs::remove_file(kubeconfig);
+    role.remove().await;
     env.cleanup().await;
 }

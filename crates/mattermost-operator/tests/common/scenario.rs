@@ -91,3 +91,75 @@ pub fn denied(
         })
         .collect()
 }
+
+/// ServiceAccount `operator` in the test namespace, bound to (a copy of) the ClusterRole of
+/// `deploy/operator.yaml` and nothing else, with a kubeconfig holding its token.
+pub struct ChartRole {
+    /// Kubeconfig of the ServiceAccount.
+    pub kubeconfig: std::path::PathBuf,
+    /// `system:serviceaccount:<ns>:operator`.
+    pub user: String,
+    name: String,
+    client: kube::Client,
+}
+
+impl ChartRole {
+    /// Creates the role, the account and the binding.
+    pub async fn bind(env: &Env) -> Self {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        use kube::api::{PatchParams, PostParams};
+        let manifests = include_str!("../../../../deploy/operator.yaml");
+        let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(manifests).unwrap();
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole")
+            .expect("a ClusterRole in deploy/operator.yaml");
+        let mut role: ClusterRole = serde_json::from_value(role.clone()).unwrap();
+        let name = format!("mattermost-operator-{}", env.name());
+        role.metadata.name = Some(name.clone());
+        let pp = PatchParams::apply("testenv").force();
+        Api::<ClusterRole>::all(env.client.clone())
+            .patch(&name, &pp, &Patch::Apply(&role))
+            .await
+            .unwrap();
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "operator"}})).unwrap();
+        env.api::<ServiceAccount>()
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap();
+        let binding: ClusterRoleBinding = serde_json::from_value(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": env.name()}]
+        }))
+        .unwrap();
+        Api::<ClusterRoleBinding>::all(env.client.clone())
+            .patch(&name, &pp, &Patch::Apply(&binding))
+            .await
+            .unwrap();
+        let kubeconfig =
+            super::process::service_account_kubeconfig(&env.client, env.name(), "operator").await;
+        Self {
+            kubeconfig,
+            user: format!("system:serviceaccount:{}:operator", env.name()),
+            name,
+            client: env.client.clone(),
+        }
+    }
+
+    /// Removes the role, the binding and the kubeconfig file.
+    pub async fn remove(self) {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+        Api::<ClusterRoleBinding>::all(self.client.clone())
+            .delete(&self.name, &Default::default())
+            .await
+            .unwrap();
+        Api::<ClusterRole>::all(self.client)
+            .delete(&self.name, &Default::default())
+            .await
+            .unwrap();
+        let _ = std::fs::remove_file(self.kubeconfig);
+    }
+}
