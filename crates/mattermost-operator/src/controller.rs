@@ -20,7 +20,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use mattermost_api::v1alpha1::ClusterInstallation;
 use mattermost_api::v1beta1::Mattermost;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as signal;
@@ -213,7 +212,6 @@ pub async fn run_until(
         settings.requeue_on_limit_delay,
     ));
     let mut mm_stores = Vec::new();
-    let mut ci_stores = Vec::new();
     let mut ready = Vec::new();
     let mut controllers = Vec::new();
     for ns in settings.scope.watches() {
@@ -227,7 +225,6 @@ pub async fn run_until(
             shutdown.clone(),
         );
         mm_stores.push(scoped.mattermosts);
-        ci_stores.push(scoped.cluster_installations);
         ready.push(scoped.synced);
         controllers.push(scoped.controllers);
     }
@@ -236,49 +233,28 @@ pub async fn run_until(
         info!("caches synced");
         on_ready();
     });
-    tokio::spawn(count_states(mm_stores, ci_stores, metrics));
+    tokio::spawn(count_states(mm_stores, metrics));
     futures::future::join_all(controllers).await;
 }
 
-/// The installations-by-state and migrations-by-step gauges, from the caches of every scope
-/// (no API traffic).
-async fn count_states(
-    mattermosts: Vec<Store<Mattermost>>,
-    cluster_installations: Vec<Store<ClusterInstallation>>,
-    metrics: Arc<Metrics>,
-) {
+/// The installations-by-state gauge, from the caches (no API traffic).
+async fn count_states(stores: Vec<Store<Mattermost>>, metrics: Arc<Metrics>) {
     loop {
-        let states = mattermosts.iter().flat_map(|s| s.state()).map(|mm| {
-            mm.status
+        let mut counts: Vec<(String, i64)> = Vec::new();
+        for mm in stores.iter().flat_map(|s| s.state()) {
+            let state = mm
+                .status
                 .as_ref()
                 .and_then(|s| s.state.clone())
-                .unwrap_or_default()
-        });
-        metrics.set_installations_by_state(&tally(states));
-        let steps = cluster_installations
-            .iter()
-            .flat_map(|s| s.state())
-            .filter_map(|ci| {
-                ci.status
-                    .as_ref()
-                    .and_then(|s| s.migration.as_ref())
-                    .and_then(|m| m.status.clone())
-            });
-        metrics.set_migrations_by_step(&tally(steps));
+                .unwrap_or_default();
+            match counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((state, 1)),
+            }
+        }
+        metrics.set_installations_by_state(&counts);
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
-}
-
-/// How often each value occurs.
-fn tally(values: impl Iterator<Item = String>) -> Vec<(String, i64)> {
-    let mut counts: Vec<(String, i64)> = Vec::new();
-    for v in values {
-        match counts.iter_mut().find(|(s, _)| *s == v) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((v, 1)),
-        }
-    }
-    counts
 }
 
 /// Drops what was read for installations that no longer exist (it may hold Secret values).
@@ -294,7 +270,6 @@ async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>) {
 /// The controllers of one watch scope.
 struct Scoped {
     mattermosts: Store<Mattermost>,
-    cluster_installations: Store<ClusterInstallation>,
     synced: futures::future::BoxFuture<'static, ()>,
     controllers: futures::future::BoxFuture<'static, ()>,
 }
@@ -443,21 +418,10 @@ fn run_scope(
                 tracing::debug!(error = %e, "controller event");
             }
         });
-    let (ci_store, ci_writer) = reflector::store();
-    let ci_stream = watch::guarded(
-        watch_name::<ClusterInstallation>(ns_ref),
-        watcher(
-            api::<ClusterInstallation>(w, ns_ref),
-            watcher::Config::default().any_semantic(),
-        )
-        .reflect(ci_writer),
-        health,
-    )
-    .applied_objects();
     let legacy = crate::legacy::run(
-        client.clone(),
-        ci_stream,
-        ci_store.clone(),
+        clients,
+        health.clone(),
+        ns,
         settings.concurrency,
         slots,
         metrics,
@@ -465,7 +429,6 @@ fn run_scope(
     );
     Scoped {
         mattermosts: mm_store,
-        cluster_installations: ci_store,
         synced: synced_all,
         controllers: async move {
             futures::future::join(mattermost, legacy).await;

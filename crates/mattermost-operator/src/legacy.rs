@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use mattermost_api::v1alpha1::{ClusterInstallation, ClusterInstallationStatus, MigrationStatus};
 use mattermost_api::v1beta1::Mattermost;
@@ -660,14 +660,30 @@ fn error_policy(ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Ac
 
 /// Runs the ClusterInstallation controller until shutdown.
 pub async fn run(
-    client: Client,
-    stream: impl futures::Stream<Item = Result<ClusterInstallation, watcher::Error>> + Send + 'static,
-    store: kube::runtime::reflector::Store<ClusterInstallation>,
+    clients: crate::client::Clients,
+    health: crate::watch::Health,
+    namespace: Option<String>,
     concurrency: u16,
     slots: Arc<RolloutSlots>,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: crate::controller::Shutdown,
 ) {
+    let client = clients.requests;
+    let api: Api<ClusterInstallation> = match &namespace {
+        Some(ns) => Api::namespaced(clients.watches.clone(), ns),
+        None => Api::all(clients.watches.clone()),
+    };
+    let name = match &namespace {
+        Some(ns) => format!("ClusterInstallation in {ns}"),
+        None => "ClusterInstallation in all namespaces".to_owned(),
+    };
+    let (store, writer) = kube::runtime::reflector::store();
+    let stream = crate::watch::guarded(
+        name,
+        watcher(api, watcher::Config::default().any_semantic()).reflect(writer),
+        &health,
+    )
+    .applied_objects();
     let reporter = kube::runtime::events::Reporter {
         controller: "mattermost-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -678,6 +694,7 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         slots,
     });
+    let counting = tokio::spawn(count_migrations(store.clone(), ctx.metrics.clone()));
     Controller::for_stream(stream, store)
         .trigger_backoff(crate::watch::backoff())
         .with_config(ControllerConfig::default().concurrency(concurrency))
@@ -685,4 +702,32 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+    counting.abort();
+}
+
+/// The migrations-by-step gauge, from the cache every 10 s (a deleted `ClusterInstallation`
+/// leaves the cache, so a finished migration drops out on its own).
+async fn count_migrations(
+    store: kube::runtime::reflector::Store<ClusterInstallation>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    loop {
+        let mut counts: Vec<(String, i64)> = Vec::new();
+        for ci in store.state() {
+            let Some(step) = ci
+                .status
+                .as_ref()
+                .and_then(|s| s.migration.as_ref())
+                .and_then(|m| m.status.clone())
+            else {
+                continue;
+            };
+            match counts.iter_mut().find(|(s, _)| *s == step) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((step, 1)),
+            }
+        }
+        metrics.set_migrations_by_step(&counts);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
 }
