@@ -29,7 +29,8 @@ use crate::cli::Scope;
 use crate::client::Clients;
 use crate::desired::labels::INSTALLATION_LABEL;
 use crate::metrics::Metrics;
-use crate::reconcile::{self, Context, RolloutSlots, Stores, UpdateJobSettings};
+use crate::reconcile::{self, Context, Stores, UpdateJobSettings};
+use crate::rollout_cap::RolloutSlots;
 use crate::watch::{self, Health};
 
 /// Settings of the controller.
@@ -425,7 +426,7 @@ fn run_scope(
         settings.concurrency,
         slots,
         metrics,
-        shutdown,
+        shutdown.wait(),
     );
     Scoped {
         mattermosts: mm_store,

@@ -17,6 +17,7 @@ pub mod preflight;
 pub mod reconcile;
 pub mod redact;
 pub mod rest_metrics;
+pub mod rollout_cap;
 pub mod run;
 pub mod status;
 pub mod telemetry;

@@ -312,7 +312,7 @@ impl Metrics {
                 })
                 .set(0);
         }
-        for step in crate::legacy::step::ALL {
+        for step in mattermost_api::v1alpha1::step::ALL {
             m.migrations
                 .get_or_create(&StepLabels {
                     step: (*step).to_owned(),
@@ -480,7 +480,7 @@ impl Metrics {
 
     /// Sets the migrations-by-step gauge; steps not listed drop to 0.
     pub fn set_migrations_by_step(&self, counts: &[(String, i64)]) {
-        for step in crate::legacy::step::ALL {
+        for step in mattermost_api::v1alpha1::step::ALL {
             let n = counts.iter().find(|(s, _)| s == step).map_or(0, |(_, n)| *n);
             self.migrations
                 .get_or_create(&StepLabels {

@@ -282,3 +282,21 @@ pub struct MigrationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// Migration steps, as recorded in `status.migration.status`.
+pub mod step {
+    /// The old Deployment is being deleted with orphan propagation.
+    pub const ORPHANING: &str = "OrphaningDeployment";
+    /// The new Deployment's pods are starting.
+    pub const NEW_DEPLOYMENT: &str = "WaitingForNewPods";
+    /// The `Mattermost` exists and takes over.
+    pub const HANDOVER: &str = "WaitingForMattermost";
+    /// Old ReplicaSets and the `ClusterInstallation` are being deleted.
+    pub const CLEANUP: &str = "CleaningUp";
+    /// Refused; see `migration.error`.
+    pub const REFUSED: &str = "Refused";
+    /// Waiting for a slot under `MAX_RECONCILING_INSTALLATIONS`.
+    pub const WAITING: &str = "WaitingForSlot";
+    /// Every step, for the `step` label of `mattermost_operator_migrations`.
+    pub const ALL: &[&str] = &[WAITING, ORPHANING, NEW_DEPLOYMENT, HANDOVER, CLEANUP, REFUSED];
+}

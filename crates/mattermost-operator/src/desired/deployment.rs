@@ -428,6 +428,28 @@ pub fn job_server_deployment(mm: &Mattermost, names: &Names, inputs: &Inputs) ->
     deployment_with(mm, names, &names.job_server, APP_JOB_SERVER, 1, pod)
 }
 
+/// Sets the image of `container` in the pod template.
+pub fn set_container_image(dep: &mut Deployment, container: &str, image: &str) {
+    let spec = dep.spec.as_mut().and_then(|s| s.template.spec.as_mut());
+    if let Some(c) = spec.and_then(|p| p.containers.iter_mut().find(|c| c.name == container)) {
+        c.image = Some(image.to_owned());
+    }
+}
+
+/// Sets the image of the main container.
+pub fn set_main_image(dep: &mut Deployment, image: &str) {
+    set_container_image(dep, MAIN_CONTAINER, image);
+}
+
+/// The image of the main container.
+pub fn main_image(dep: &Deployment) -> Option<String> {
+    let spec = dep.spec.as_ref()?.template.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .find(|c| c.name == MAIN_CONTAINER)
+        .and_then(|c| c.image.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,51 @@
+//! Shared state and errors of the `ClusterInstallation` controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+
+use crate::apply;
+use crate::rollout_cap::RolloutSlots;
+
+/// v1alpha1 label naming the installation.
+pub const LEGACY_INSTALLATION_LABEL: &str = "v1alpha1.mattermost.com/installation";
+/// v1alpha1 label naming the resource.
+pub const LEGACY_RESOURCE_LABEL: &str = "v1alpha1.mattermost.com/resource";
+pub(super) const REQUEUE: Duration = Duration::from_secs(5);
+/// Name of this controller in metrics (`controller` label).
+pub const CONTROLLER: &str = "clusterinstallation";
+
+/// Errors of the legacy controller; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An API call failed.
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    /// Applying a child failed.
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    /// The object has no namespace/uid.
+    #[error("object without {0}")]
+    MissingMetadata(&'static str),
+}
+
+impl Error {
+    /// Stable reason, as in metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeApiError",
+            Error::Apply(e) => e.reason(),
+            Error::MissingMetadata(_) => "InternalError",
+        }
+    }
+}
+
+/// What every reconcile of the legacy controller shares.
+pub(super) struct Ctx {
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
+    pub(super) client: Client,
+    pub(super) recorder: Recorder,
+    pub(super) slots: Arc<RolloutSlots>,
+}

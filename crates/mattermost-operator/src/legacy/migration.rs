@@ -1,0 +1,312 @@
+//! The migration state machine (see the module docs of `legacy`), its revert, and the hand-over
+//! of children between the two owners.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Client, Resource, ResourceExt};
+use mattermost_api::v1alpha1::{ClusterInstallation, ClusterInstallationStatus, MigrationStatus};
+use mattermost_api::v1beta1::Mattermost;
+use serde_json::json;
+use tracing::info;
+
+use super::children::{available, ci_owner, is_legacy};
+use super::context::{Ctx, Error, LEGACY_INSTALLATION_LABEL, REQUEUE};
+use super::report::{event, set_kstatus, write_status};
+pub use mattermost_api::v1alpha1::step;
+
+use crate::apply::FIELD_MANAGER;
+use crate::desired::names::Names;
+use crate::desired::{self, Inputs};
+
+/// Annotation on a `Mattermost` created by a migration: the uid of its `ClusterInstallation`.
+pub const MIGRATED_FROM: &str = "installation.mattermost.com/migrated-from";
+/// Finalizer on a `Mattermost` while its migration is unfinished: deleting it then reverts the
+/// migration (children go back to the `ClusterInstallation`) instead of garbage-collecting them.
+pub const MIGRATION_FINALIZER: &str = "installation.mattermost.com/migration";
+
+/// Removes the migration finalizer from `mm`.
+pub(crate) async fn release_finalizer(client: &Client, mm: &Mattermost) -> Result<(), Error> {
+    if !mm.finalizers().iter().any(|f| f == MIGRATION_FINALIZER) {
+        return Ok(());
+    }
+    let rest: Vec<&String> = mm
+        .finalizers()
+        .iter()
+        .filter(|f| *f != MIGRATION_FINALIZER)
+        .collect();
+    let api: Api<Mattermost> = Api::namespaced(client.clone(), &mm.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": mm.resource_version()}});
+    api.patch(&mm.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// A `Mattermost` created by an unfinished migration is being deleted: hand its children back to
+/// the `ClusterInstallation` and stop the migration, then let the deletion proceed.
+pub async fn revert_on_delete(client: &Client, mm: &Mattermost) -> Result<(), Error> {
+    let ns = mm.namespace().unwrap_or_default();
+    let cis: Api<ClusterInstallation> = Api::namespaced(client.clone(), &ns);
+    if let Some(ci) = cis
+        .get_opt(&mm.name_any())
+        .await?
+        .filter(|c| c.uid().as_deref() == migrated_from(mm))
+    {
+        // Stop the migration first, so that it does not hand the children over again.
+        let patch = json!({"spec": {"migrate": false}});
+        cis.patch(&ci.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        if let (Some(mm_uid), Some(ci_ref)) = (mm.uid(), ci.controller_owner_ref(&())) {
+            move_owners(client, &ns, &mm_uid, &ci_ref).await?;
+        }
+    }
+    release_finalizer(client, mm).await
+}
+
+/// The uid of the `ClusterInstallation` that `mm` was migrated from.
+pub(super) fn migrated_from(mm: &Mattermost) -> Option<&str> {
+    mm.annotations().get(MIGRATED_FROM).map(String::as_str)
+}
+
+/// One pass of the migration state machine.
+pub(super) async fn migrate(
+    ci: &ClusterInstallation,
+    mm: &Mattermost,
+    inputs: &Inputs,
+    ctx: &Ctx,
+    api: &Api<ClusterInstallation>,
+    mut status: ClusterInstallationStatus,
+) -> Result<Action, Error> {
+    let ns = ci.namespace().unwrap_or_default();
+    let name = ci.name_any();
+    let client = &ctx.client;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mms: Api<Mattermost> = Api::namespaced(client.clone(), &ns);
+    let set_step = |status: &mut ClusterInstallationStatus, step: &str| {
+        status.migration = Some(MigrationStatus {
+            status: Some(step.to_owned()),
+            error: None,
+        });
+    };
+    let before = status.migration.as_ref().and_then(|m| m.status.clone());
+    // Migrations share the rollout cap; one already under way (e.g. before a restart) keeps going.
+    let slot = format!("migration:{ns}/{name}");
+    let under_way = before
+        .as_deref()
+        .is_some_and(|s| s != step::WAITING && s != step::REFUSED);
+    if !ctx.slots.acquire(&slot, under_way) {
+        set_step(&mut status, step::WAITING);
+        status.state = Some("reconciling".to_owned());
+        set_kstatus(
+            &mut status,
+            ci.metadata.generation,
+            Some((
+                step::WAITING,
+                "migration waits for a rollout slot (MAX_RECONCILING_INSTALLATIONS)".to_owned(),
+            )),
+            None,
+        );
+        write_status(api, ci, status).await?;
+        return Ok(Action::requeue(ctx.slots.retry_after));
+    }
+
+    let live_mm = mms.get_opt(&name).await?;
+    let live_dep = deps.get_opt(&name).await?;
+    if live_mm
+        .as_ref()
+        .is_some_and(|m| m.meta().deletion_timestamp.is_some())
+    {
+        // The Mattermost is being deleted: that is a revert, handled by its finalizer.
+        return Ok(Action::requeue(REQUEUE));
+    }
+    let step = if let Some(mm_live) = &live_mm {
+        let st = mm_live.status.as_ref();
+        let stable = st.and_then(|s| s.state.as_deref()) == Some("stable")
+            && st.and_then(|s| s.observed_generation) == mm_live.metadata.generation;
+        if stable {
+            // Cleanup: old ReplicaSets (orphans with the v1alpha1 labels), then the ClusterInstallation.
+            let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+            let lp = ListParams::default().labels(&format!("{LEGACY_INSTALLATION_LABEL}={name}"));
+            for rs in sets
+                .list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .filter(|r| r.owner_references().is_empty())
+            {
+                sets.delete(&rs.name_any(), &DeleteParams::background()).await?;
+            }
+            set_step(&mut status, step::CLEANUP);
+            set_kstatus(
+                &mut status,
+                ci.metadata.generation,
+                Some((
+                    step::CLEANUP,
+                    format!("migrated to Mattermost {name}; cleaning up"),
+                )),
+                None,
+            );
+            write_status(api, ci, status).await?;
+            release_finalizer(client, mm_live).await?;
+            api.delete(&name, &DeleteParams::background()).await?;
+            ctx.slots.release(&slot);
+            info!(name, "migration complete");
+            event(
+                ctx,
+                ci,
+                EventType::Normal,
+                "Migrated",
+                format!("migrated to Mattermost {name}"),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+        hand_over(ci, mm_live, client, &ns).await?;
+        step::HANDOVER
+    } else {
+        match &live_dep {
+            Some(d) if is_legacy(d) => {
+                if d.meta().deletion_timestamp.is_none() {
+                    deps.delete(
+                        &name,
+                        &DeleteParams {
+                            propagation_policy: Some(PropagationPolicy::Orphan),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                }
+                step::ORPHANING
+            }
+            None => {
+                // The new Deployment: same name, v1beta1 selector and labels, built exactly as the
+                // Mattermost controller will, so adopting it later changes nothing.
+                let names = Names::of(mm);
+                let mut dep = desired::deployment::deployment(mm, &names, inputs);
+                dep.metadata.owner_references = ci_owner(ci);
+                deps.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&dep),
+                )
+                .await?;
+                step::NEW_DEPLOYMENT
+            }
+            Some(d) if d.meta().deletion_timestamp.is_some() => step::ORPHANING,
+            Some(d) => {
+                let want = mm.spec.effective_replicas();
+                if available(d) >= want {
+                    let mut new_mm = Mattermost::new(&name, mm.spec.clone());
+                    new_mm.metadata.labels = ci.metadata.labels.clone();
+                    new_mm.metadata.finalizers = Some(vec![MIGRATION_FINALIZER.to_owned()]);
+                    new_mm.metadata.annotations = Some(BTreeMap::from([(
+                        MIGRATED_FROM.to_owned(),
+                        ci.uid().unwrap_or_default(),
+                    )]));
+                    let created = mms.create(&PostParams::default(), &new_mm).await?;
+                    hand_over(ci, &created, client, &ns).await?;
+                    event(
+                        ctx,
+                        ci,
+                        EventType::Normal,
+                        "MattermostCreated",
+                        format!("created Mattermost {name}"),
+                    )
+                    .await;
+                    step::HANDOVER
+                } else {
+                    step::NEW_DEPLOYMENT
+                }
+            }
+        }
+    };
+    if before.as_deref() != Some(step) {
+        info!(name, step, "migration step");
+        event(ctx, ci, EventType::Normal, "MigrationStep", step.to_owned()).await;
+    }
+    set_step(&mut status, step);
+    status.state = Some("reconciling".to_owned());
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let msg = format!("migrating to Mattermost {name}: {step}");
+    crate::status::conditions::upsert(
+        &mut status.conditions,
+        crate::status::conditions::condition(
+            "Migrating",
+            true,
+            step,
+            msg.clone(),
+            ci.metadata.generation,
+            &now,
+        ),
+    );
+    set_kstatus(&mut status, ci.metadata.generation, Some((step, msg)), None);
+    write_status(api, ci, status).await?;
+    Ok(Action::requeue(REQUEUE))
+}
+
+/// Moves every object the ClusterInstallation controls to the Mattermost: the new Deployment,
+/// Service, Ingress, ServiceAccount and Secrets (so garbage collection of the old resource deletes
+/// none of them).
+async fn hand_over(
+    ci: &ClusterInstallation,
+    mm: &Mattermost,
+    client: &Client,
+    ns: &str,
+) -> Result<(), Error> {
+    match (ci.uid(), mm.controller_owner_ref(&())) {
+        (Some(ci_uid), Some(mm_ref)) => move_owners(client, ns, &ci_uid, &mm_ref).await,
+        _ => Ok(()),
+    }
+}
+
+/// Replaces the controller reference to `from_uid` by `to` on every child kind and on Secrets.
+pub(crate) async fn move_owners(
+    client: &Client,
+    ns: &str,
+    from_uid: &str,
+    to: &OwnerReference,
+) -> Result<(), Error> {
+    async fn move_kind<K>(api: Api<K>, from_uid: &str, to: &OwnerReference) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        for obj in api.list(&ListParams::default()).await?.items {
+            if !obj.owner_references().iter().any(|o| o.uid == from_uid) {
+                continue;
+            }
+            let mut refs: Vec<OwnerReference> = obj
+                .owner_references()
+                .iter()
+                .filter(|o| o.uid != from_uid)
+                .cloned()
+                .collect();
+            refs.push(to.clone());
+            let patch = json!({"metadata": {"ownerReferences": refs}});
+            api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Ok(())
+    }
+    move_kind(Api::<Deployment>::namespaced(client.clone(), ns), from_uid, to).await?;
+    move_kind(Api::<Service>::namespaced(client.clone(), ns), from_uid, to).await?;
+    move_kind(Api::<Ingress>::namespaced(client.clone(), ns), from_uid, to).await?;
+    move_kind(
+        Api::<ServiceAccount>::namespaced(client.clone(), ns),
+        from_uid,
+        to,
+    )
+    .await?;
+    move_kind(Api::<Secret>::namespaced(client.clone(), ns), from_uid, to).await?;
+    move_kind(
+        Api::<k8s_openapi::api::policy::v1::PodDisruptionBudget>::namespaced(client.clone(), ns),
+        from_uid,
+        to,
+    )
+    .await
+}

@@ -1,0 +1,95 @@
+//! What every reconcile shares: the client, the child caches, the cap, the settings.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource};
+
+use super::retry::{Backoff, Resync};
+use crate::metrics::Metrics;
+use crate::observe;
+use crate::rollout_cap::RolloutSlots;
+
+/// Caches of the children, filled by label-selected watches (see `controller`).
+#[derive(Clone)]
+pub struct Stores {
+    /// Deployments of installations.
+    pub deployments: Store<Deployment>,
+    /// ReplicaSets of installations (for rollout progress).
+    pub replica_sets: Store<ReplicaSet>,
+    /// Services of installations.
+    pub services: Store<Service>,
+    /// Ingresses of installations.
+    pub ingresses: Store<Ingress>,
+    /// ServiceAccounts of installations.
+    pub service_accounts: Store<ServiceAccount>,
+    /// Update Jobs of installations.
+    pub jobs: Store<Job>,
+    /// Volume claims of installations.
+    pub pvcs: Store<PersistentVolumeClaim>,
+    /// Disruption budgets of installations.
+    pub pdbs: Store<PodDisruptionBudget>,
+    /// Pods of installations (why new pods do not run; failed update-Job pods).
+    pub pods: Store<Pod>,
+}
+
+/// Settings of the update Job.
+#[derive(Debug, Clone, Copy)]
+pub struct UpdateJobSettings {
+    /// Pod retries before the Job fails.
+    pub backoff_limit: i32,
+    /// Seconds before a running Job is failed.
+    pub active_deadline_seconds: i64,
+}
+
+impl Default for UpdateJobSettings {
+    fn default() -> Self {
+        Self {
+            backoff_limit: 2,
+            active_deadline_seconds: 600,
+        }
+    }
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    /// True once every child cache of this watch scope has its initial list.
+    pub synced: tokio::sync::watch::Receiver<bool>,
+    /// API client.
+    pub client: Client,
+    /// Child caches.
+    pub stores: Stores,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Update Job settings.
+    pub update_job: UpdateJobSettings,
+    /// Rollout cap.
+    pub slots: Arc<RolloutSlots>,
+    /// Installations whose upgrade is blocked or failed, with the blocking reason (for the metrics).
+    pub blocked: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Whether the capacity preflight may list Nodes; without it the check is skipped and the
+    /// RolloutStarted event says so.
+    pub capacity_check: bool,
+    /// Retry delays of failing installations.
+    pub backoff: Backoff,
+    /// When stable installations are reconciled again without a trigger.
+    pub resync: Resync,
+    /// What was read from referenced Secrets, per installation.
+    pub observed: observe::Memo,
+}
+
+/// The cached object `ns/name`, if any.
+pub(super) fn cached<K>(store: &Store<K>, name: &str, ns: &str) -> Option<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(ns)).map(|k| (*k).clone())
+}

@@ -1,0 +1,103 @@
+//! Kubernetes events of an installation, on meaningful transitions only.
+
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+use mattermost_api::v1beta1::{Mattermost, MattermostStatus};
+use tracing::warn;
+
+use super::context::Context;
+use super::outcome::ChildrenOutcome;
+use crate::status::conditions::find;
+use crate::status::{self, DEGRADED, READY, UPDATE_JOB};
+
+/// Events on meaningful transitions only, never one per write.
+pub(super) async fn publish_events(
+    ctx: &Context,
+    mm: &Mattermost,
+    old: Option<&MattermostStatus>,
+    new: &MattermostStatus,
+    outcome: &ChildrenOutcome,
+) {
+    let mut events = Vec::new();
+    let old_conds = old.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let changed = |type_: &str| {
+        let before = find(old_conds, type_).map(|c| (c.status.clone(), c.reason.clone()));
+        let after = find(&new.conditions, type_).map(|c| (c.status.clone(), c.reason.clone()));
+        (before != after).then(|| find(&new.conditions, type_)).flatten()
+    };
+    if let Some(c) = changed(status::IMAGE_PINNED).filter(|c| c.status == "False") {
+        events.push((
+            EventType::Warning,
+            c.reason.clone(),
+            c.message.clone(),
+            "Reconcile",
+        ));
+    }
+    if let Some(c) = changed(DEGRADED).filter(|c| c.status == "True") {
+        events.push((
+            EventType::Warning,
+            c.reason.clone(),
+            c.message.clone(),
+            "Reconcile",
+        ));
+    }
+    if let Some(job) = &outcome.job_created {
+        events.push((
+            EventType::Normal,
+            "UpdateJobStarted".to_owned(),
+            format!("started update Job {job}"),
+            "Upgrade",
+        ));
+    }
+    if let Some(c) = changed(UPDATE_JOB) {
+        if c.status == "True" {
+            ctx.metrics.update_job_finished("succeeded");
+            events.push((EventType::Normal, c.reason.clone(), c.message.clone(), "Upgrade"));
+        } else if c.reason == "UpdateJobFailed" {
+            ctx.metrics.update_job_finished("failed");
+        }
+    }
+    if outcome.rollback_started {
+        let msg = format!(
+            "rollout of {} exceeded its progress deadline; restoring the last stable version",
+            mm.spec.image_reference()
+        );
+        events.push((EventType::Warning, "RollingBack".to_owned(), msg, "Upgrade"));
+    }
+    if outcome.rollout_started {
+        let mut msg = format!("rolling out {}", mm.spec.image_reference());
+        if outcome.capacity_check_skipped {
+            msg.push_str(
+                " (capacity preflight skipped: the operator may not list nodes in namespace-scoped mode)",
+            );
+        }
+        events.push((EventType::Normal, "RolloutStarted".to_owned(), msg, "Upgrade"));
+    }
+    let was_ready = find(old_conds, READY).is_some_and(|c| c.status == "True");
+    if let Some(c) = changed(READY).filter(|c| was_ready && c.reason == status::CHILDREN_MISSING) {
+        events.push((
+            EventType::Warning,
+            c.reason.clone(),
+            c.message.clone(),
+            "Reconcile",
+        ));
+    }
+    if let Some(c) = changed(READY).filter(|c| c.status == "True") {
+        let msg = format!("installation is stable at {}", mm.spec.image_reference());
+        events.push((EventType::Normal, c.reason.clone(), msg, "Reconcile"));
+    }
+    let reference = mm.object_ref(&());
+    for (type_, reason, note, action) in events {
+        let event = Event {
+            type_,
+            reason,
+            // The API refuses longer notes, and the event would be lost.
+            note: Some(crate::redact::truncate(&note, crate::redact::MAX_EVENT_NOTE)),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!(error = %e, "publishing event failed");
+        }
+    }
+}
