@@ -83,6 +83,7 @@ impl Fleet {
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
             resync_period: Duration::from_secs(300),
+            migration_step_deadline: Duration::from_secs(600),
         };
         let metrics = Arc::new(Metrics::new(&["mattermost"], 8));
         self.operator = tokio::spawn(controller::run(
