@@ -14,7 +14,7 @@ use common::*;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use mattermost_api::v1beta1::Mattermost;
@@ -47,7 +47,9 @@ impl Sites {
         for f in [&a, &b] {
             wait_stable_at(f, OLD).await;
             let services: Api<Service> = Api::namespaced(f.client.clone(), f.ns(0));
-            testenv::wait_for_object(&services, "mm", TIMEOUT, |_| true).await.unwrap();
+            testenv::wait_for_object(&services, "mm", TIMEOUT, |_| true)
+                .await
+                .unwrap();
             set_weight(f, "100").await;
         }
         let dir = std::env::temp_dir().join(format!("sites-{}", a.ns(0)));
@@ -241,29 +243,61 @@ fn always_one_serving(a: &Recorder<f64>, b: &Recorder<f64>) {
 /// The lowest ready count in force between `from` and `to`.
 fn min_ready_between(samples: &[EndpointSample], from: Instant, to: Instant) -> usize {
     let before = samples.iter().rev().find(|s| s.at <= from).map(|s| s.ready);
-    let during = samples.iter().filter(|s| s.at > from && s.at <= to).map(|s| s.ready);
+    let during = samples
+        .iter()
+        .filter(|s| s.at > from && s.at <= to)
+        .map(|s| s.ready);
     before.into_iter().chain(during).min().unwrap_or(0)
 }
 
-/// Update Jobs for `version` in the fleet's namespace.
-async fn update_jobs_for(f: &Fleet, version: &str) -> usize {
-    Api::<Job>::namespaced(f.client.clone(), f.ns(0))
-        .list(&ListParams::default().labels("app=mattermost-update-check"))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .filter(|j| {
-            j.spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .is_some_and(|p| {
-                    p.containers
-                        .iter()
-                        .any(|c| c.image.as_deref().is_some_and(|i| i.ends_with(&format!(":{version}"))))
-                })
-        })
-        .count()
+/// Every update Job image seen in the fleet's namespace from now on (the operator deletes a Job
+/// once it succeeded, so a LIST at the end would find none).
+struct JobImages {
+    seen: Arc<Mutex<std::collections::BTreeSet<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JobImages {
+    fn start(f: &Fleet) -> Self {
+        let api: Api<Job> = Api::namespaced(f.client.clone(), f.ns(0));
+        let cfg = watcher::Config::default().labels("app=mattermost-update-check");
+        let seen: Arc<Mutex<std::collections::BTreeSet<(String, String)>>> = Arc::default();
+        let rec = seen.clone();
+        let task = tokio::spawn(async move {
+            let stream = watcher::watcher(api, cfg);
+            futures::pin_mut!(stream);
+            while let Some(e) = stream.next().await {
+                if let Ok(watcher::Event::Apply(j) | watcher::Event::InitApply(j)) = e {
+                    let image = j
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.template.spec.as_ref())
+                        .and_then(|p| p.containers.first())
+                        .and_then(|c| c.image.clone())
+                        .unwrap_or_default();
+                    rec.lock().unwrap().insert((j.name_any(), image));
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    /// Update Jobs seen for `version`.
+    fn for_version(&self, version: &str) -> usize {
+        let tag = format!(":{version}");
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, i)| i.ends_with(&tag))
+            .count()
+    }
+}
+
+impl Drop for JobImages {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A Prometheus stand-in on 127.0.0.1: answers every instant query with `value`, and records when.
@@ -296,11 +330,7 @@ impl FakePrometheus {
                 sock.write_all(resp.as_bytes()).await.ok();
             }
         });
-        Self {
-            url,
-            queries,
-            task,
-        }
+        Self { url, queries, task }
     }
 
     fn gate(&self) -> String {
@@ -347,7 +377,12 @@ async fn two_sites_upgrade_one_at_a_time_with_traffic_drained() {
     // `sites plan` lists the steps and changes nothing.
     let (code, out, _) = run_cli(&plan, "plan").await;
     assert_eq!(code, Some(0));
-    for want in ["drain", "update Job runs the migration", "update Job skipped", "b is the only writer"] {
+    for want in [
+        "drain",
+        "update Job runs the migration",
+        "update Job skipped",
+        "b is the only writer",
+    ] {
         assert!(out.contains(want), "{want} missing in\n{out}");
     }
     assert_eq!(snapshot(&sites).await, before, "sites plan changes nothing");
@@ -356,8 +391,13 @@ async fn two_sites_upgrade_one_at_a_time_with_traffic_drained() {
     let wb = weight_recorder(&sites.b).await;
     let ma = mm_recorder(&sites.a).await;
     let mb = mm_recorder(&sites.b).await;
-    let ea = EndpointWatcher::start(&sites.a.client, sites.a.ns(0), "mm").await.unwrap();
-    let eb = EndpointWatcher::start(&sites.b.client, sites.b.ns(0), "mm").await.unwrap();
+    let ea = EndpointWatcher::start(&sites.a.client, sites.a.ns(0), "mm")
+        .await
+        .unwrap();
+    let eb = EndpointWatcher::start(&sites.b.client, sites.b.ns(0), "mm")
+        .await
+        .unwrap();
+    let (ja, jb) = (JobImages::start(&sites.a), JobImages::start(&sites.b));
     assert_eq!((ea.current(), eb.current()), (3, 3));
 
     let started = Instant::now();
@@ -373,7 +413,10 @@ async fn two_sites_upgrade_one_at_a_time_with_traffic_drained() {
     assert!(err.contains("locked by tester (pid"), "{err}");
     let out = run.wait_with_output().await.unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    println!("--- sites upgrade\n{text}{}", String::from_utf8_lossy(&out.stderr));
+    println!(
+        "--- sites upgrade\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(0));
     println!("two-site upgrade took {:?}", started.elapsed());
 
@@ -411,8 +454,16 @@ async fn two_sites_upgrade_one_at_a_time_with_traffic_drained() {
     // The serving site kept all its endpoints while the other upgraded.
     let min_b = min_ready_between(&eb.samples(), drained_a, restored_a);
     let min_a = min_ready_between(&ea.samples(), drained_b, restored_b);
-    assert!(min_b >= 3, "b dropped to {min_b} while a upgraded: {:?}", eb.history());
-    assert!(min_a >= 3, "a dropped to {min_a} while b upgraded: {:?}", ea.history());
+    assert!(
+        min_b >= 3,
+        "b dropped to {min_b} while a upgraded: {:?}",
+        eb.history()
+    );
+    assert!(
+        min_a >= 3,
+        "a dropped to {min_a} while b upgraded: {:?}",
+        ea.history()
+    );
     always_one_serving(&wa, &wb);
 
     // Both on the new version, serving, with the progress recorded and the lock gone; the update
@@ -421,14 +472,16 @@ async fn two_sites_upgrade_one_at_a_time_with_traffic_drained() {
         let mm = f.get(f.ns(0), "mm").await;
         assert!(stable_at(&mm, NEW), "{:?}", mm.status);
         assert!(mm.spec.update_job.as_ref().and_then(|u| u.disabled).is_none());
-        let progress: serde_json::Value =
-            serde_json::from_str(&mm.annotations()[PROGRESS]).unwrap();
-        assert_eq!((progress["phase"].as_str(), progress["version"].as_str()), (Some("done"), Some(NEW)));
+        let progress: serde_json::Value = serde_json::from_str(&mm.annotations()[PROGRESS]).unwrap();
+        assert_eq!(
+            (progress["phase"].as_str(), progress["version"].as_str()),
+            (Some("done"), Some(NEW))
+        );
         assert!(!mm.annotations().contains_key(LOCK));
         assert_eq!(weight(f).await.as_deref(), Some("100"));
     }
-    assert_eq!(update_jobs_for(&sites.a, NEW).await, 1);
-    assert_eq!(update_jobs_for(&sites.b, NEW).await, 0);
+    assert_eq!(ja.for_version(NEW), 1, "the update Job ran on a");
+    assert_eq!(jb.for_version(NEW), 0, "and not on b");
     assert!(text.contains("update Job skipped: shared database"), "{text}");
 
     // Run again: nothing to do.
@@ -443,7 +496,10 @@ async fn snapshot(sites: &Sites) -> Vec<String> {
     let mut out = Vec::new();
     for f in sites.fleets() {
         out.push(f.get(f.ns(0), "mm").await.resource_version().unwrap());
-        let svc = Api::<Service>::namespaced(f.client.clone(), f.ns(0)).get("mm").await.unwrap();
+        let svc = Api::<Service>::namespaced(f.client.clone(), f.ns(0))
+            .get("mm")
+            .await
+            .unwrap();
         out.push(svc.resource_version().unwrap());
     }
     out
@@ -485,7 +541,10 @@ async fn a_failed_gate_leaves_the_site_drained_and_rollback_brings_it_back() {
     assert_eq!(b.metadata.generation, b_before.metadata.generation, "b untouched");
     assert!(stable_at(&b, OLD));
     assert!(!b.annotations().contains_key(PROGRESS));
-    assert!(!b.annotations().contains_key(LOCK), "the lock is released on a stop");
+    assert!(
+        !b.annotations().contains_key(LOCK),
+        "the lock is released on a stop"
+    );
     let svc = Api::<Service>::namespaced(sites.b.client.clone(), sites.b.ns(0))
         .get("mm")
         .await
@@ -522,6 +581,7 @@ async fn a_killed_run_resumes_and_never_drains_both_sites() {
     let plan = sites.plan(&prom.gate(), "");
     let wa = weight_recorder(&sites.a).await;
     let wb = weight_recorder(&sites.b).await;
+    let jb = JobImages::start(&sites.b);
 
     let mut run = sites_cli(&plan, "upgrade").spawn().unwrap();
     testenv::wait_until("a upgrading", TIMEOUT, || async {
@@ -541,13 +601,16 @@ async fn a_killed_run_resumes_and_never_drains_both_sites() {
 
     let (code, out, _) = run_cli(&plan, "upgrade").await;
     assert_eq!(code, Some(0));
-    assert!(out.contains("site a: resuming the upgrade to 9.11.1 at phase upgrading"), "{out}");
+    assert!(
+        out.contains("site a: resuming the upgrade to 9.11.1 at phase upgrading"),
+        "{out}"
+    );
     for f in sites.fleets() {
         assert!(stable_at(&f.get(f.ns(0), "mm").await, NEW));
         assert_eq!(weight(f).await.as_deref(), Some("100"));
     }
     assert!(wb.first(|w| *w == 0.0).is_some(), "b was drained in its turn");
     always_one_serving(&wa, &wb);
-    assert_eq!(update_jobs_for(&sites.b, NEW).await, 0);
+    assert_eq!(jb.for_version(NEW), 0, "b skipped the update Job");
     sites.cleanup().await;
 }

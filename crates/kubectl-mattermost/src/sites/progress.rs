@@ -221,48 +221,62 @@ pub fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Takes (or renews) the lock on the Mattermost `name`: read, check, then a patch that carries
-/// the resourceVersion read, so that of two runs racing for it exactly one wins.
-pub async fn take_lock(api: &Api<Mattermost>, name: &str, me: &Lock, break_lock: bool) -> Result<(), Error> {
-    let mm = api.get(name).await?;
-    let held: Option<Lock> = mm
-        .annotations()
+/// Conflicts tolerated while taking or releasing a lock: the operator writes the status of the
+/// same object, which changes its resourceVersion too.
+const LOCK_ATTEMPTS: usize = 5;
+
+fn held_lock(mm: &Mattermost) -> Option<Lock> {
+    mm.annotations()
         .get(LOCK_ANNOTATION)
-        .and_then(|t| serde_json::from_str(t).ok());
-    if !break_lock {
-        may_take(held.as_ref(), me, jiff::Timestamp::now(), pid_alive)
-            .map_err(|why| Error::Locked(format!("{}: {why}", crate::kube_ctx::key(&mm))))?;
-    }
+        .and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// Takes (or renews) the lock on the Mattermost `name`: read, check, then a patch that carries
+/// the resourceVersion read, so that of two runs racing for it exactly one wins. A conflict means
+/// the object changed since the read: read and check again.
+pub async fn take_lock(api: &Api<Mattermost>, name: &str, me: &Lock, break_lock: bool) -> Result<(), Error> {
     let text = serde_json::to_string(me).map_err(|e| Error::Encode(e.to_string()))?;
-    let patch = json!({"metadata": {
-        "resourceVersion": mm.resource_version(),
-        "annotations": {LOCK_ANNOTATION: text},
-    }});
-    match api.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Locked(format!(
-            "{}: changed while taking the lock (another run?); try again",
-            crate::kube_ctx::key(&mm)
-        ))),
-        Err(e) => Err(e.into()),
+    for _ in 0..LOCK_ATTEMPTS {
+        let mm = api.get(name).await?;
+        if !break_lock {
+            may_take(held_lock(&mm).as_ref(), me, jiff::Timestamp::now(), pid_alive)
+                .map_err(|why| Error::Locked(format!("{}: {why}", crate::kube_ctx::key(&mm))))?;
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": mm.resource_version(),
+            "annotations": {LOCK_ANNOTATION: text},
+        }});
+        match api.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
+    Err(Error::Locked(format!(
+        "{name}: changed at every attempt to take the lock; try again"
+    )))
 }
 
 /// Removes the lock from the Mattermost `name` when this run holds it.
 pub async fn release_lock(api: &Api<Mattermost>, name: &str, me: &Lock) -> Result<(), Error> {
-    let mm = api.get(name).await?;
-    let held: Option<Lock> = mm
-        .annotations()
-        .get(LOCK_ANNOTATION)
-        .and_then(|t| serde_json::from_str(t).ok());
-    if held.is_some_and(|h| h.same_run(me)) {
+    for _ in 0..LOCK_ATTEMPTS {
+        let mm = api.get(name).await?;
+        if !held_lock(&mm).is_some_and(|h| h.same_run(me)) {
+            return Ok(());
+        }
         let patch = json!({"metadata": {
             "resourceVersion": mm.resource_version(),
             "annotations": {LOCK_ANNOTATION: null},
         }});
-        api.patch(name, &patch_params(), &Patch::Merge(&patch)).await?;
+        match api.patch(name, &patch_params(), &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(())
+    Err(Error::Locked(format!(
+        "{name}: changed at every attempt to release the lock"
+    )))
 }
 
 #[cfg(test)]

@@ -427,7 +427,10 @@ async fn run_site(
             Action::WaitStable => {
                 wait_stable(plan, mode, file, site, conn, &p, &others()).await?;
                 if let Some(after) = &p.after_stable {
+                    // A new generation: wait until the operator has seen it (no rollout follows,
+                    // the image is the stable one).
                     progress::patch_spec(&conn.api, name, after).await.map_err(Err)?;
+                    wait_stable(plan, mode, file, site, conn, &p, &others()).await?;
                 }
                 println!("site {}: stable at {}", site.name, p.version);
                 p.phase = Phase::Stable;
