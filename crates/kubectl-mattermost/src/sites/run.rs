@@ -450,15 +450,9 @@ async fn run_site(
                 gates(plan, &hook_env("gate-verify"), &format!("before traffic returns to site {}", site.name))
                     .await
                     .map_err(|m| {
-                        let back = match mode {
-                            Mode::Upgrade => format!(
-                                "\n  - or go back: `kubectl mattermost sites rollback -f {file}` returns site {} to its last stable version, then gives its traffic back",
-                                site.name
-                            ),
-                            Mode::Rollback => String::new(),
-                        };
+                        let back = rollback_hint(mode, file, site);
                         Ok(Stop(format!(
-                            "stopped: {m}\n  site {} is stable at {} and stays drained (no user traffic); sites {} are untouched by this step and serve.\n  what to do:\n  - fix replication, then run `kubectl mattermost sites {} -f {file}` again: it resumes at site {} (gates, then traffic back){back}",
+                            "stopped: {m}\n  site {} is stable at {} and stays drained (no user traffic); the other sites ({}) are untouched by this step and serve.\n  what to do:\n  - fix replication, then run `kubectl mattermost sites {} -f {file}` again: it resumes at site {} (gates, then traffic back){back}",
                             site.name,
                             p.version,
                             others(),
@@ -509,6 +503,17 @@ async fn run_site(
     Ok(())
 }
 
+/// The way back offered when an upgrade stops on `site` (none when a rollback stops).
+fn rollback_hint(mode: Mode, file: &str, site: &Site) -> String {
+    match mode {
+        Mode::Upgrade => format!(
+            "\n  - or go back: `kubectl mattermost sites rollback -f {file}` returns site {} to its last stable version, then gives its traffic back",
+            site.name
+        ),
+        Mode::Rollback => String::new(),
+    }
+}
+
 /// Waits until the site is stable at `p.version`; stops on a blocked upgrade or the timeout.
 async fn wait_stable(
     plan: &SitePlan,
@@ -544,15 +549,9 @@ async fn wait_stable(
             _ => None,
         };
         if let Some(why) = why {
-            let back = match mode {
-                Mode::Upgrade => format!(
-                    "\n  - or go back: `kubectl mattermost sites rollback -f {file}` (site {} to its last stable version, then traffic back)",
-                    site.name
-                ),
-                Mode::Rollback => String::new(),
-            };
+            let back = rollback_hint(mode, file, site);
             return stop(format!(
-                "stopped: site {} {why}\n  site {} stays drained (no user traffic); sites {others} are untouched by this step and serve.\n  what to do:\n  - inspect: `kubectl mattermost status -n {} {}`\n  - fix the cause, then run `kubectl mattermost sites {} -f {file}` again: it resumes waiting{back}",
+                "stopped: site {} {why}\n  site {} stays drained (no user traffic); the other sites ({others}) are untouched by this step and serve.\n  what to do:\n  - inspect: `kubectl mattermost status -n {} {}`\n  - fix the cause, then run `kubectl mattermost sites {} -f {file}` again: it resumes waiting{back}",
                 site.name,
                 site.name,
                 site.mattermost.namespace,
