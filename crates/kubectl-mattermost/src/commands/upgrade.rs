@@ -386,20 +386,10 @@ pub async fn run_rollback(ctx: &Ctx, names: &[String], wait: bool, timeout: Dura
     };
     let mut targets = Vec::new();
     for mm in &mms {
-        let Some(version) = fleet::rollback_target(mm) else {
+        let Some((version, spec)) = fleet::rollback_spec(mm) else {
             println!("{}: no stable version to go back to; skipped", key(mm));
             continue;
         };
-        let status = mm.status.clone().unwrap_or_default();
-        let image = if Some(&version) == status.last_stable_version.as_ref() {
-            status.last_stable_image.clone()
-        } else {
-            status.previous_stable_image.clone()
-        };
-        let mut spec = json!({"version": version});
-        if let Some(image) = image.filter(|i| i != mm.spec.image()) {
-            spec["image"] = image.into();
-        }
         let api: Api<Mattermost> = Api::namespaced(ctx.client.clone(), &mm.namespace().unwrap_or_default());
         api.patch(&mm.name_any(), &pp, &Patch::Merge(json!({ "spec": spec })))
             .await?;
