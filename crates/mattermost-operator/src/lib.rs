@@ -23,4 +23,5 @@ pub mod rollout_cap;
 pub mod run;
 pub mod status;
 pub mod telemetry;
+pub mod trim;
 pub mod watch;
