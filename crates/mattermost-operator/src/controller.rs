@@ -417,11 +417,20 @@ fn run_scope(
             api::<Mattermost>(w, ns_ref),
             watcher::Config::default().any_semantic(),
         )
+        .modify(|mm: &mut Mattermost| mm.managed_fields_mut().clear())
         .reflect(mm_writer),
         health,
     )
     .applied_objects();
+    let scope = ns.clone();
+    let woken = slots.woken(move |slot| match slot {
+        Slot::Rollout { namespace, name } if scope.as_ref().is_none_or(|s| *s == namespace) => {
+            Some(ObjectRef::<Mattermost>::new(&name).within(&namespace))
+        }
+        _ => None,
+    });
     let controller = Controller::for_stream(mm_stream, mm_store.clone())
+        .reconcile_on(woken)
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         // Errors never reach the trigger streams (each watch backs off on its own); short anyway.
         .trigger_backoff(watch::backoff());
@@ -447,7 +456,10 @@ fn run_scope(
         if let Some(c) = &capacity_ready {
             c.synced().await;
         }
-        seed_slots.seed(reconcile::under_way(mm_ready.state().iter().map(|mm| &**mm)));
+        seed_slots.seed(reconcile::under_way(
+            mm_ready.state().iter().map(|mm| &**mm),
+            &s.deployments,
+        ));
         let _ = synced_tx.send(true);
     }
     .boxed();

@@ -244,7 +244,10 @@ impl SecretReads {
 
     fn keep(&self, ns: &str, name: &str, secret: &Secret) {
         if let Ok(mut m) = self.0.lock() {
-            m.entry((ns.to_owned(), name.to_owned())).or_default().read = Some(secret.clone());
+            // What was just read is the latest the watch will report (or older than it).
+            let e = m.entry((ns.to_owned(), name.to_owned())).or_default();
+            e.latest = secret.metadata.resource_version.clone();
+            e.read = Some(secret.clone());
         }
     }
 }

@@ -9,11 +9,11 @@
 //! cap), and [`acquire`](RolloutSlots::acquire) waits until every controller did (or
 //! [`SEED_TIMEOUT`] passed, e.g. when the `ClusterInstallation` CRD is not installed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// How long new rollouts wait for every controller to rebuild its slots after a start.
 pub const SEED_TIMEOUT: Duration = Duration::from_secs(30);
@@ -49,9 +49,13 @@ impl Slot {
 /// The cap and the slots held.
 pub struct RolloutSlots {
     max: usize,
-    /// How long a waiting installation waits before asking again.
+    /// How long a waiting installation waits before asking again (when no freed slot woke it).
     pub retry_after: Duration,
     held: Mutex<HashMap<Slot, Instant>>,
+    /// Who asked and got none, first come first served: a freed slot wakes the first of them at
+    /// once rather than at its next poll.
+    waiting: Mutex<VecDeque<Slot>>,
+    wake: broadcast::Sender<Slot>,
     /// Controllers that have not seeded yet; acquire waits for 0.
     unseeded: watch::Sender<usize>,
     started: Instant,
@@ -65,6 +69,8 @@ impl RolloutSlots {
             max,
             retry_after,
             held: Mutex::default(),
+            waiting: Mutex::default(),
+            wake: broadcast::channel(1024).0,
             unseeded: watch::channel(seeders).0,
             started: Instant::now(),
         }
@@ -79,14 +85,66 @@ impl RolloutSlots {
         let Ok(mut held) = self.held.lock() else {
             return false;
         };
+        let mut waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if held.contains_key(slot) {
             return true;
         }
-        if self.max == 0 || held.len() < self.max {
+        // First come, first served: a free slot goes to the longest waiter that asks for it.
+        let free = if self.max == 0 {
+            usize::MAX
+        } else {
+            self.max.saturating_sub(held.len())
+        };
+        let ahead = waiting.iter().take_while(|w| *w != slot).count();
+        if ahead < free {
             held.insert(slot.clone(), Instant::now());
+            waiting.retain(|w| w != slot);
             return true;
         }
+        if !waiting.contains(slot) {
+            waiting.push_back(slot.clone());
+        }
         false
+    }
+
+    /// Wakes as many waiters as there are free slots.
+    fn wake_waiters(&self, held: usize) {
+        let free = if self.max == 0 {
+            usize::MAX
+        } else {
+            self.max.saturating_sub(held)
+        };
+        if let Ok(waiting) = self.waiting.lock() {
+            for slot in waiting.iter().take(free) {
+                let _ = self.wake.send(slot.clone());
+            }
+        }
+    }
+
+    /// The waiters woken by freed slots, as `pick` maps them (`None`: another controller's).
+    pub fn woken<T>(
+        &self,
+        pick: impl Fn(Slot) -> Option<T> + Send + 'static,
+    ) -> impl futures::Stream<Item = T> + Send + 'static
+    where
+        T: Send + 'static,
+    {
+        futures::stream::unfold((self.wake.subscribe(), pick), |(mut rx, pick)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(slot) => {
+                        if let Some(t) = pick(slot) {
+                            return Some((t, (rx, pick)));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
     }
 
     /// One controller's rollouts under way at start, oldest first; taken up to the cap.
@@ -102,16 +160,38 @@ impl RolloutSlots {
         self.unseeded.send_modify(|n| *n = n.saturating_sub(1));
     }
 
-    /// Gives the slot back; returns how long it was held.
+    /// Gives the slot back (and stops waiting for one); returns how long it was held.
     pub fn release(&self, slot: &Slot) -> Option<Duration> {
-        self.held.lock().ok()?.remove(slot).map(|t| t.elapsed())
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.retain(|w| w != slot);
+        }
+        let (held_for, left) = {
+            let mut held = self.held.lock().ok()?;
+            (held.remove(slot).map(|t| t.elapsed()), held.len())
+        };
+        if held_for.is_some() {
+            self.wake_waiters(left);
+        }
+        held_for
     }
 
     /// Gives back the slots in `namespace` (every namespace when `None`) whose holder `exists`
     /// no longer (deleted objects get no reconcile to release them).
     pub fn release_gone(&self, namespace: Option<&str>, exists: impl Fn(&Slot) -> bool) {
-        if let Ok(mut held) = self.held.lock() {
-            held.retain(|slot, _| namespace.is_some_and(|ns| ns != slot.namespace()) || exists(slot));
+        let keep = |slot: &Slot| namespace.is_some_and(|ns| ns != slot.namespace()) || exists(slot);
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.retain(|w| keep(w));
+        }
+        let (before, left) = match self.held.lock() {
+            Ok(mut held) => {
+                let before = held.len();
+                held.retain(|slot, _| keep(slot));
+                (before, held.len())
+            }
+            Err(_) => return,
+        };
+        if left < before {
+            self.wake_waiters(left);
         }
     }
 
@@ -160,6 +240,23 @@ mod tests {
         assert_eq!(slots.in_use(), 2, "other namespaces untouched");
         slots.release_gone(Some("ns"), |s| *s == rollout("d"));
         assert_eq!(slots.held(), vec![rollout("d")]);
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_wakes_the_longest_waiter_and_is_kept_for_it() {
+        use futures::StreamExt;
+        let slots = RolloutSlots::new(1, Duration::from_secs(20), 0);
+        let mut woken = std::pin::pin!(slots.woken(Some));
+        assert!(slots.acquire(&rollout("a")).await);
+        assert!(!slots.acquire(&rollout("b")).await);
+        assert!(!slots.acquire(&rollout("c")).await);
+        slots.release(&rollout("a"));
+        assert_eq!(woken.next().await, Some(rollout("b")), "first come, first woken");
+        assert!(!slots.acquire(&rollout("c")).await, "b is ahead");
+        assert!(slots.acquire(&rollout("b")).await);
+        slots.release(&rollout("b"));
+        assert_eq!(woken.next().await, Some(rollout("c")));
+        assert!(slots.acquire(&rollout("c")).await);
     }
 
     #[tokio::test]

@@ -219,8 +219,16 @@ pub async fn run(
             slots.seed(under_way(store.state().iter().map(|ci| &**ci)));
         }
     });
-    let counting = tokio::spawn(count_migrations(store.clone(), ctx.clone(), namespace));
+    let counting = tokio::spawn(count_migrations(store.clone(), ctx.clone(), namespace.clone()));
+    let scope = namespace.clone();
+    let woken = ctx.slots.woken(move |slot| match slot {
+        Slot::Migration { namespace, name } if scope.as_ref().is_none_or(|s| *s == namespace) => {
+            Some(ObjectRef::<ClusterInstallation>::new(&name).within(&namespace))
+        }
+        _ => None,
+    });
     Controller::for_stream(stream, store)
+        .reconcile_on(woken)
         .trigger_backoff(crate::watch::backoff())
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)

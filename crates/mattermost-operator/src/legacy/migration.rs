@@ -136,10 +136,14 @@ pub(super) async fn migrate(
             return Ok(Action::requeue(STALLED_RECHECK));
         }
     }
-    // A step past its deadline gave its slot back; it is retried without one (its pods already
-    // exist) and takes one again once it moves on.
+    // A migration under way was admitted: it goes on (its pods exist), taking its slot back when
+    // one is free (one past its step deadline gave it up). A new one waits for a slot.
     let stalled = before.error.is_some() && under_way;
-    if !stalled && !ctx.slots.acquire(&slot).await {
+    if under_way {
+        if !stalled {
+            ctx.slots.acquire(&slot).await;
+        }
+    } else if !ctx.slots.acquire(&slot).await {
         set_step(&mut status, step::WAITING);
         status.state = Some("reconciling".to_owned());
         set_kstatus(

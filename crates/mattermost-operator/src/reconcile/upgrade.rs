@@ -10,6 +10,7 @@ use crate::apply::ApplyError;
 use crate::desired::Inputs;
 use crate::desired::names::Names;
 use crate::preflight;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -114,24 +115,47 @@ pub(super) async fn config_gate(ctx: &Context, names: &Names) -> Gate {
 }
 
 /// The rollouts a controller's caches show under way, oldest first (to rebuild the slots after a
-/// restart): installations whose last status says they were running the update Job or rolling.
-pub fn under_way<'a>(mms: impl IntoIterator<Item = &'a Mattermost>) -> Vec<Slot> {
-    let mut v: Vec<(Option<&Time>, Slot)> = mms
+/// restart): installations whose last status says they were running the update Job or rolling,
+/// and those whose Deployment is still rolling (its status may not have been written).
+pub fn under_way<'a>(
+    mms: impl IntoIterator<Item = &'a Mattermost>,
+    deployments: &kube::runtime::reflector::Store<Deployment>,
+) -> Vec<Slot> {
+    let mut v: Vec<(Option<Time>, Slot)> = mms
         .into_iter()
         .filter_map(|mm| {
-            let c = find(&mm.status.as_ref()?.conditions, PROGRESSING)?;
-            let rolling = c.status == "True" && (c.reason == "UpdateJobRunning" || c.reason == "RollingOut");
-            rolling.then(|| {
+            let ns = mm.namespace().unwrap_or_default();
+            let progressing = mm
+                .status
+                .as_ref()
+                .and_then(|s| find(&s.conditions, PROGRESSING))
+                .filter(|c| c.status == "True");
+            let said_so =
+                progressing.is_some_and(|c| c.reason == "UpdateJobRunning" || c.reason == "RollingOut");
+            let rolling =
+                cached(deployments, &Names::of(mm).app, &ns).is_some_and(|d| deployment_rolling(&d));
+            (said_so || rolling).then(|| {
                 let slot = Slot::Rollout {
-                    namespace: mm.namespace().unwrap_or_default(),
+                    namespace: ns,
                     name: mm.name_any(),
                 };
-                (Some(&c.last_transition_time), slot)
+                (progressing.map(|c| c.last_transition_time.clone()), slot)
             })
         })
         .collect();
-    v.sort_by(|a, b| a.0.map(|t| t.0).cmp(&b.0.map(|t| t.0)));
+    v.sort_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)));
     v.into_iter().map(|(_, s)| s).collect()
+}
+
+/// True while `dep` has not finished rolling to its current template.
+fn deployment_rolling(dep: &Deployment) -> bool {
+    let want = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(st) = dep.status.as_ref() else {
+        return true;
+    };
+    st.observed_generation.unwrap_or(0) < dep.metadata.generation.unwrap_or(0)
+        || st.updated_replicas.unwrap_or(0) != want
+        || st.replicas.unwrap_or(0) != want
 }
 
 /// Gives rollout slots back and keeps the upgrade metrics.
