@@ -21,4 +21,5 @@ pub mod rollout_cap;
 pub mod run;
 pub mod status;
 pub mod telemetry;
+pub mod verify;
 pub mod watch;

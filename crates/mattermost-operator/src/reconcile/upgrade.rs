@@ -1,10 +1,10 @@
-//! The upgrade gate: whether an image change may roll (preflight, a slot under the cap, the update
-//! Job), and giving the slot back when the rollout ends.
+//! The upgrade gate: whether an image change may roll (preflight, a slot under the cap, the backup
+//! and update Jobs), and giving the slot back when the rollout ends.
 
 use mattermost_api::v1beta1::{Mattermost, MattermostStatus, RunningState, image_reference};
 
-use super::context::{Context, cached};
-use super::jobs::update_job_gate;
+use super::context::Context;
+use super::jobs;
 use super::outcome::ChildrenOutcome;
 use crate::apply::ApplyError;
 use crate::desired::Inputs;
@@ -42,7 +42,7 @@ impl StableHistory {
 }
 
 /// Decides whether the image change may proceed: preflight checks, a rollout slot, then the
-/// update Job (skipped when disabled or when going back to a known stable image).
+/// backup and update Jobs (skipped when going back to a known stable image).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn upgrade_gate(
     ctx: &Context,
@@ -58,7 +58,7 @@ pub(super) async fn upgrade_gate(
     let known = rolled_back || history.knows(image);
     let wants_capacity = !mm.spec.skip_capacity_check() && !mm.spec.recreate_strategy();
     out.capacity_check_skipped = wants_capacity && !ctx.capacity_check;
-    let job_exists = cached(&ctx.stores.jobs, &names.update_job(image), &names.namespace).is_some();
+    let job_exists = jobs::upgrade_started(ctx, names, image);
     if !known && !job_exists {
         let status = mm.status.as_ref();
         let last = status.and_then(|s| s.last_stable_version.as_deref());
@@ -66,6 +66,12 @@ pub(super) async fn upgrade_gate(
         if let Err(b) =
             preflight::check_downgrade(mm.spec.version(), last, previous, mm.spec.allow_downgrade())
         {
+            return Ok(Gate::Blocked {
+                reason: b.reason,
+                message: b.message,
+            });
+        }
+        if let Err(b) = preflight::check_recent_backup(mm, k8s_openapi::jiff::Timestamp::now()) {
             return Ok(Gate::Blocked {
                 reason: b.reason,
                 message: b.message,
@@ -84,10 +90,11 @@ pub(super) async fn upgrade_gate(
     if !ctx.slots.acquire(&slot_key(names), job_exists) {
         return Ok(Gate::Waiting);
     }
-    if known || mm.spec.update_job_disabled() {
+    // Going back to a known stable version needs neither a backup nor a migration.
+    if known {
         return Ok(Gate::Open);
     }
-    update_job_gate(ctx, mm, names, uid, inputs, image, out).await
+    jobs::upgrade_jobs(ctx, mm, names, uid, inputs, image, out).await
 }
 
 fn slot_key(names: &Names) -> String {

@@ -37,6 +37,8 @@ pub struct Env {
     pub resync_period: Duration,
     /// Metrics of the running operator.
     pub metrics: Option<Arc<Metrics>>,
+    /// Image of the verification Jobs of the operator started by `start_operator`.
+    pub operator_image: String,
 }
 
 impl Env {
@@ -67,6 +69,7 @@ impl Env {
             scope: mattermost_operator::cli::Scope::Namespaces(vec![self.name.clone()]),
             concurrency: 4,
             update_job: UpdateJobSettings::default(),
+            operator_image: self.operator_image.clone(),
             max_rollouts: self.max_rollouts,
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
@@ -186,6 +189,7 @@ pub async fn env_without_operator(prefix: &str) -> Env {
         max_rollouts: 0,
         resync_period: Duration::from_secs(300),
         metrics: None,
+        operator_image: mattermost_operator::cli::default_operator_image(),
     }
 }
 
