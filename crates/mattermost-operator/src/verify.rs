@@ -224,4 +224,69 @@ mod tests {
         assert_eq!(judge(db, Some("10.9.0"), "10.9.0", "u").unwrap_err().reason(), "ServerUnhealthy");
         assert_eq!(judge(b"<html>", None, "10.9.0", "u").unwrap_err().reason(), "BadResponse");
     }
+
+    /// A local server that answers like Mattermost's ping: `/<mode>/api/v4/system/ping`.
+    async fn fake_mattermost() -> String {
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+
+        async fn ping(Path(mode): Path<String>, State(calls): State<Arc<AtomicU32>>) -> axum::response::Response {
+            let healthy = serde_json::json!({"status": "OK", "database_status": "OK", "filestore_status": "OK", "ActiveSearchBackend": "database"});
+            let unhealthy_db = serde_json::json!({"status": "UNHEALTHY", "database_status": "UNHEALTHY", "filestore_status": "OK"});
+            let (code, version, body) = match mode.as_str() {
+                "healthy" => (StatusCode::OK, "10.9.0.15432.1a2b3c.true", healthy),
+                "unhealthy-db" => (StatusCode::INTERNAL_SERVER_ERROR, "10.9.0.15432.1a2b3c.true", unhealthy_db),
+                "old-version" => (StatusCode::OK, "10.8.1.15000.9f8e7d.true", healthy),
+                // Unhealthy for the first two calls, as a server still warming up.
+                _ if calls.fetch_add(1, Ordering::SeqCst) < 2 => (StatusCode::INTERNAL_SERVER_ERROR, "10.9.0.1.a.true", unhealthy_db),
+                _ => (StatusCode::OK, "10.9.0.1.a.true", healthy),
+            };
+            (code, [("X-Version-Id", version)], axum::Json(body)).into_response()
+        }
+        let app = axum::Router::new()
+            .route("/{mode}/api/v4/system/ping", axum::routing::get(ping))
+            .with_state(Arc::new(AtomicU32::new(0)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn the_check_against_a_server_that_answers_like_mattermost() {
+        let base = fake_mattermost().await;
+        let report = check(&format!("{base}/healthy"), "10.9.0").await.unwrap();
+        assert_eq!(report.version.as_deref(), Some("10.9.0"));
+
+        let err = check(&format!("{base}/unhealthy-db"), "10.9.0").await.unwrap_err();
+        assert_eq!(err.reason(), "ServerUnhealthy");
+        assert!(err.to_string().contains("database UNHEALTHY"), "{err}");
+
+        let err = check(&format!("{base}/old-version"), "10.9.0").await.unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::WrongVersion {
+                expected: "10.9.0".into(),
+                reported: "10.8.1".into()
+            }
+        );
+
+        // Retries until healthy within the timeout; gives up with the last failure otherwise.
+        let fast = Duration::from_millis(20);
+        let warming = format!("{base}/warming-up");
+        assert!(verify(&warming, "10.9.0", Duration::from_secs(5), fast).await.is_ok());
+        let err = verify(&format!("{base}/unhealthy-db"), "10.9.0", Duration::from_millis(100), fast)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "ServerUnhealthy");
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = check(&format!("http://{closed}"), "10.9.0").await.unwrap_err();
+        assert_eq!(err.reason(), "ServerUnreachable");
+    }
 }
