@@ -30,6 +30,7 @@ fn manifest(name: &str, replicas: i32, upgrade: serde_json::Value) -> String {
         "spec": {
             "replicas": replicas,
             "version": "10.8.1",
+            "ingress": {"enabled": false},
             "database": {"external": {"secret": "db-credentials"}},
             "fileStore": {"external": {"url": "s3.example.test", "bucket": "b", "secret": "file-store-credentials"}},
             "scheduling": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}},
@@ -76,7 +77,7 @@ async fn event_times(env: &Env, name: &str) -> BTreeMap<String, Timestamp> {
         let when = e
             .series
             .as_ref()
-            .map(|s| s.last_observed_time.0)
+            .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
             .or(e.event_time.map(|t| t.0))
             .or(e.last_timestamp.map(|t| t.0));
         if let (Some(reason), Some(when)) = (e.reason, when) {
@@ -190,11 +191,15 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
             .unwrap_or_else(|| panic!("no {infix} Job: {:?}", jobs.keys()))
     };
     let created = |j: &Job| j.metadata.creation_timestamp.as_ref().unwrap().0;
+    // Success as the Job controller first reports it (`completionTime` waits for the pods).
     let completed = |j: &Job| {
-        j.status
-            .as_ref()
-            .and_then(|s| s.completion_time.as_ref())
-            .map(|t| t.0)
+        let conds = j.status.as_ref().and_then(|s| s.conditions.as_ref());
+        conds
+            .into_iter()
+            .flatten()
+            .filter(|c| (c.type_ == "SuccessCriteriaMet" || c.type_ == "Complete") && c.status == "True")
+            .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+            .min()
             .unwrap_or_else(|| panic!("{} not completed", j.name_any()))
     };
     let (backup, update, verify) = (find("-backup-"), find("-update-"), find("-verify-"));

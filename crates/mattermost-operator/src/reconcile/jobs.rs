@@ -40,6 +40,23 @@ fn succeeded(job: &Job) -> bool {
     job_condition(job, "Complete").is_some() || job_condition(job, "SuccessCriteriaMet").is_some()
 }
 
+/// When the Job succeeded: `SuccessCriteriaMet` comes before `Complete` and `completionTime`
+/// (which wait for the pods to terminate), and the next Job already starts then.
+fn succeeded_at(job: &Job) -> Option<k8s_openapi::jiff::Timestamp> {
+    let status = job.status.as_ref()?;
+    let conds = status.conditions.iter().flatten();
+    let at = |type_: &str| {
+        conds
+            .clone()
+            .find(|c| c.type_ == type_ && c.status == "True")
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| t.0)
+    };
+    at("SuccessCriteriaMet")
+        .or_else(|| at("Complete"))
+        .or_else(|| status.completion_time.as_ref().map(|t| t.0))
+}
+
 fn failed(job: &Job) -> Option<String> {
     job_condition(job, "Failed").or_else(|| job_condition(job, "FailureTarget"))
 }
@@ -167,11 +184,7 @@ fn gate_of(run: JobRun) -> Gate {
 fn last_backup(ctx: &Context, names: &Names, image: &str) -> Option<LastBackup> {
     let job = cached(&ctx.stores.jobs, &names.backup_job(image), &names.namespace)?;
     let annotations = job.metadata.annotations.as_ref()?;
-    let time = job
-        .status
-        .as_ref()
-        .and_then(|s| s.completion_time.as_ref())
-        .map(|t| t.0.to_string())?;
+    let time = succeeded_at(&job)?.to_string();
     Some(LastBackup {
         location: annotations.get(LOCATION_ANNOTATION)?.clone(),
         time,
