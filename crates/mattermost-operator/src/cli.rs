@@ -310,7 +310,11 @@ mod tests {
             (args.url.as_str(), args.expect_version.as_str(), args.timeout),
             ("http://chat.ns.svc:8065", "10.9.0", Duration::from_secs(30))
         );
-        assert!(run_args(&["mattermost-operator"]).operator_image.ends_with(env!("CARGO_PKG_VERSION")));
+        assert!(
+            run_args(&["mattermost-operator"])
+                .operator_image
+                .ends_with(env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]

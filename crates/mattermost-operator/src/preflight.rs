@@ -386,7 +386,10 @@ mod tests {
         assert_eq!(err.reason, "BackupTooOld");
         assert!(err.message.contains(LAST_BACKUP_ANNOTATION), "{}", err.message);
         let annotate = |mm: &mut Mattermost, t: &str| {
-            mm.metadata.annotations = Some(BTreeMap::from([(LAST_BACKUP_ANNOTATION.to_owned(), t.to_owned())]));
+            mm.metadata.annotations = Some(BTreeMap::from([(
+                LAST_BACKUP_ANNOTATION.to_owned(),
+                t.to_owned(),
+            )]));
         };
         annotate(&mut mm, "2026-05-01T00:00:00Z");
         assert!(check_recent_backup(&mm, now).is_err(), "36 h old");
@@ -402,6 +405,9 @@ mod tests {
             }),
             ..Default::default()
         });
-        assert!(check_recent_backup(&mm, now).is_ok(), "the operator's own backup counts");
+        assert!(
+            check_recent_backup(&mm, now).is_ok(),
+            "the operator's own backup counts"
+        );
     }
 }

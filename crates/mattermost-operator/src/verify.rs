@@ -92,7 +92,12 @@ fn release(s: &str) -> Option<String> {
 
 /// Judges one ping answer: its JSON body and version header. `expected` is the image tag; a
 /// tag that is no release (a digest, `latest`) skips the version check.
-pub fn judge(body: &[u8], version_header: Option<&str>, expected: &str, url: &str) -> Result<ServerReport, VerifyError> {
+pub fn judge(
+    body: &[u8],
+    version_header: Option<&str>,
+    expected: &str,
+    url: &str,
+) -> Result<ServerReport, VerifyError> {
     let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| VerifyError::BadResponse {
         url: url.to_owned(),
         message: format!("not JSON: {e}"),
@@ -134,14 +139,19 @@ pub async fn check(base_url: &str, expected: &str) -> Result<ServerReport, Verif
         url: url.clone(),
         message,
     };
-    let uri: http::Uri = url.parse().map_err(|e| unreachable(format!("invalid URL: {e}")))?;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| unreachable(format!("invalid URL: {e}")))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let request = http::Request::get(uri)
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())
         .map_err(|e| unreachable(e.to_string()))?;
     let exchange = async {
-        let response = client.request(request).await.map_err(|e| unreachable(e.to_string()))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         let header = response
             .headers()
             .get(VERSION_HEADER)
@@ -163,7 +173,12 @@ pub async fn check(base_url: &str, expected: &str) -> Result<ServerReport, Verif
 
 /// Pings until the server passes or `timeout` is over (pods that just became Ready may still
 /// warm up); the last failure otherwise.
-pub async fn verify(base_url: &str, expected: &str, timeout: Duration, interval: Duration) -> Result<ServerReport, VerifyError> {
+pub async fn verify(
+    base_url: &str,
+    expected: &str,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<ServerReport, VerifyError> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let result = check(base_url, expected).await;
@@ -215,14 +230,25 @@ mod tests {
     fn judging_answers() {
         let ok = br#"{"status":"OK","database_status":"OK","filestore_status":"OK"}"#;
         assert!(judge(ok, Some("10.9.0.1.h.true"), "10.9.0", "u").is_ok());
-        assert!(judge(ok, None, "sha256:abc", "u").is_ok(), "digests skip the version check");
+        assert!(
+            judge(ok, None, "sha256:abc", "u").is_ok(),
+            "digests skip the version check"
+        );
         assert_eq!(
-            judge(ok, Some("10.8.1.1.h.true"), "10.9.0", "u").unwrap_err().reason(),
+            judge(ok, Some("10.8.1.1.h.true"), "10.9.0", "u")
+                .unwrap_err()
+                .reason(),
             "WrongVersion"
         );
         let db = br#"{"status":"UNHEALTHY","database_status":"UNHEALTHY","filestore_status":"OK"}"#;
-        assert_eq!(judge(db, Some("10.9.0"), "10.9.0", "u").unwrap_err().reason(), "ServerUnhealthy");
-        assert_eq!(judge(b"<html>", None, "10.9.0", "u").unwrap_err().reason(), "BadResponse");
+        assert_eq!(
+            judge(db, Some("10.9.0"), "10.9.0", "u").unwrap_err().reason(),
+            "ServerUnhealthy"
+        );
+        assert_eq!(
+            judge(b"<html>", None, "10.9.0", "u").unwrap_err().reason(),
+            "BadResponse"
+        );
     }
 
     /// A local server that answers like Mattermost's ping: `/<mode>/api/v4/system/ping`.
@@ -233,15 +259,24 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicU32, Ordering};
 
-        async fn ping(Path(mode): Path<String>, State(calls): State<Arc<AtomicU32>>) -> axum::response::Response {
+        async fn ping(
+            Path(mode): Path<String>,
+            State(calls): State<Arc<AtomicU32>>,
+        ) -> axum::response::Response {
             let healthy = serde_json::json!({"status": "OK", "database_status": "OK", "filestore_status": "OK", "ActiveSearchBackend": "database"});
             let unhealthy_db = serde_json::json!({"status": "UNHEALTHY", "database_status": "UNHEALTHY", "filestore_status": "OK"});
             let (code, version, body) = match mode.as_str() {
                 "healthy" => (StatusCode::OK, "10.9.0.15432.1a2b3c.true", healthy),
-                "unhealthy-db" => (StatusCode::INTERNAL_SERVER_ERROR, "10.9.0.15432.1a2b3c.true", unhealthy_db),
+                "unhealthy-db" => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "10.9.0.15432.1a2b3c.true",
+                    unhealthy_db,
+                ),
                 "old-version" => (StatusCode::OK, "10.8.1.15000.9f8e7d.true", healthy),
                 // Unhealthy for the first two calls, as a server still warming up.
-                _ if calls.fetch_add(1, Ordering::SeqCst) < 2 => (StatusCode::INTERNAL_SERVER_ERROR, "10.9.0.1.a.true", unhealthy_db),
+                _ if calls.fetch_add(1, Ordering::SeqCst) < 2 => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, "10.9.0.1.a.true", unhealthy_db)
+                }
                 _ => (StatusCode::OK, "10.9.0.1.a.true", healthy),
             };
             (code, [("X-Version-Id", version)], axum::Json(body)).into_response()
@@ -261,7 +296,9 @@ mod tests {
         let report = check(&format!("{base}/healthy"), "10.9.0").await.unwrap();
         assert_eq!(report.version.as_deref(), Some("10.9.0"));
 
-        let err = check(&format!("{base}/unhealthy-db"), "10.9.0").await.unwrap_err();
+        let err = check(&format!("{base}/unhealthy-db"), "10.9.0")
+            .await
+            .unwrap_err();
         assert_eq!(err.reason(), "ServerUnhealthy");
         assert!(err.to_string().contains("database UNHEALTHY"), "{err}");
 
@@ -277,10 +314,19 @@ mod tests {
         // Retries until healthy within the timeout; gives up with the last failure otherwise.
         let fast = Duration::from_millis(20);
         let warming = format!("{base}/warming-up");
-        assert!(verify(&warming, "10.9.0", Duration::from_secs(5), fast).await.is_ok());
-        let err = verify(&format!("{base}/unhealthy-db"), "10.9.0", Duration::from_millis(100), fast)
-            .await
-            .unwrap_err();
+        assert!(
+            verify(&warming, "10.9.0", Duration::from_secs(5), fast)
+                .await
+                .is_ok()
+        );
+        let err = verify(
+            &format!("{base}/unhealthy-db"),
+            "10.9.0",
+            Duration::from_millis(100),
+            fast,
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.reason(), "ServerUnhealthy");
         let closed = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

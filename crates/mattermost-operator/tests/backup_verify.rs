@@ -99,8 +99,12 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
     let env = env("bv-order").await;
     env.apply(SECRETS).await;
     let name = "chat";
-    env.apply(&manifest(name, 2, json!({"backup": {"enabled": true, "keep": 3}})))
-        .await;
+    env.apply(&manifest(
+        name,
+        2,
+        json!({"backup": {"enabled": true, "keep": 3}}),
+    ))
+    .await;
     env.wait_state(name, "stable").await;
     let watcher = EndpointWatcher::start(&env.client, env.name(), name)
         .await
@@ -136,7 +140,10 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
     );
     let deps: Api<Deployment> = env.api();
     assert!(image(&deps.get(name).await.unwrap()).ends_with(":10.8.1"));
-    assert!(event_times(&env, name).await.contains_key("BackupFailed"), "Warning event");
+    assert!(
+        event_times(&env, name).await.contains_key("BackupFailed"),
+        "Warning event"
+    );
 
     // Fixed and retried: backup → update → rollout → verification → stable.
     env.patch_spec(name, json!({"upgrade": {"backup": {"extraAnnotations": null}}}))
@@ -152,7 +159,9 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
     let backup = st.last_backup.expect("status.lastBackup");
     assert_eq!(backup.version, "10.8.1");
     assert!(
-        backup.location.starts_with("s3://b/mattermost-backups/chat/chat-10.8.1-"),
+        backup
+            .location
+            .starts_with("s3://b/mattermost-backups/chat/chat-10.8.1-"),
         "{}",
         backup.location
     );
@@ -178,7 +187,12 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
         .map(|r| *times.get(*r).unwrap_or_else(|| panic!("no {r} event: {times:?}")))
         .collect();
     for (i, pair) in at.windows(2).enumerate() {
-        assert!(pair[0] <= pair[1], "{} after {}: {times:?}", order[i], order[i + 1]);
+        assert!(
+            pair[0] <= pair[1],
+            "{} after {}: {times:?}",
+            order[i],
+            order[i + 1]
+        );
     }
 
     // The Jobs: each created after the previous one completed, and the verification after
@@ -203,8 +217,14 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
             .unwrap_or_else(|| panic!("{} not completed", j.name_any()))
     };
     let (backup, update, verify) = (find("-backup-"), find("-update-"), find("-verify-"));
-    assert!(completed(backup) <= created(update), "update Job before the backup completed");
-    assert!(completed(update) <= created(verify), "verification before the update Job completed");
+    assert!(
+        completed(backup) <= created(update),
+        "update Job before the backup completed"
+    );
+    assert!(
+        completed(update) <= created(verify),
+        "verification before the update Job completed"
+    );
     assert!(
         times["RolloutStarted"] <= created(verify).checked_add(jiff_second()).unwrap(),
         "verification before the rollout"
@@ -216,7 +236,11 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
     );
     println!(
         "upgrade with backup: events {:?}",
-        order.iter().zip(&at).map(|(r, t)| format!("{r} {t}")).collect::<Vec<_>>()
+        order
+            .iter()
+            .zip(&at)
+            .map(|(r, t)| format!("{r} {t}"))
+            .collect::<Vec<_>>()
     );
 
     // Once stable, the Jobs are gone.
@@ -303,13 +327,23 @@ async fn a_failed_verification_degrades_and_the_previous_version_serves_again_wi
     println!("verification rollback: endpoint history {:?}", watcher.history());
 
     // A fixed version moves on and is verified.
-    env.patch_spec("rb", json!({"version": "10.9.1", "upgrade": {"verify": {"extraAnnotations": null}}}))
-        .await;
+    env.patch_spec(
+        "rb",
+        json!({"version": "10.9.1", "upgrade": {"verify": {"extraAnnotations": null}}}),
+    )
+    .await;
     let mm = env.wait_state("rb", "stable").await;
     let st = mm.status.unwrap();
-    assert_eq!((st.version.as_deref(), st.rolled_back_from), (Some("10.9.1"), None));
+    assert_eq!(
+        (st.version.as_deref(), st.rolled_back_from),
+        (Some("10.9.1"), None)
+    );
     let verified = st.conditions.iter().find(|c| c.type_ == "VerificationSucceeded");
-    assert!(verified.is_some_and(|c| c.status == "True"), "{:?}", st.conditions);
+    assert!(
+        verified.is_some_and(|c| c.status == "True"),
+        "{:?}",
+        st.conditions
+    );
     env.cleanup().await;
 }
 
@@ -383,6 +417,9 @@ async fn backup_and_verification_pods_pass_restricted_pod_security() {
         }],
         ..Default::default()
     });
-    assert!(pods.create(&dry_run, &bad).await.is_err(), "restricted is enforced");
+    assert!(
+        pods.create(&dry_run, &bad).await.is_err(),
+        "restricted is enforced"
+    );
     env.cleanup().await;
 }

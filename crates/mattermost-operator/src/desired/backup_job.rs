@@ -42,10 +42,14 @@ const DEADLINE_SECONDS: i64 = 3600;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BackupError {
     /// Only an external database (`database.external.secret`) of a known type can be dumped.
-    #[error("backups need an external Postgres or MySQL database (database.external.secret with a postgres:// or mysql:// DB_CONNECTION_STRING)")]
+    #[error(
+        "backups need an external Postgres or MySQL database (database.external.secret with a postgres:// or mysql:// DB_CONNECTION_STRING)"
+    )]
     UnsupportedDatabase,
     /// Neither the backup policy nor an external file store says where to upload.
-    #[error("backups need a destination: set upgrade.backup.url, bucket and secret, or use an external S3 file store")]
+    #[error(
+        "backups need a destination: set upgrade.backup.url, bucket and secret, or use an external S3 file store"
+    )]
     NoDestination,
 }
 
@@ -187,7 +191,10 @@ pub fn backup_job(
         value("BACKUP_BUCKET", dest.bucket.clone()),
         value("BACKUP_PREFIX", dest.prefix.clone()),
         value("BACKUP_LOCATION", location.clone()),
-        value("BACKUP_KEEP", policy.keep.unwrap_or(DEFAULT_KEEP).max(1).to_string()),
+        value(
+            "BACKUP_KEEP",
+            policy.keep.unwrap_or(DEFAULT_KEEP).max(1).to_string(),
+        ),
         value("AWS_DEFAULT_REGION", "us-east-1"),
         value("HOME", "/tmp"),
     ];
@@ -302,7 +309,8 @@ mod tests {
         assert_eq!(job.metadata.name, Some(names.backup_job("mm:10.9.0")));
         let location = &job.metadata.annotations.as_ref().unwrap()[LOCATION_ANNOTATION];
         assert!(
-            location.starts_with("s3://files/mattermost-backups/chat/chat-10.8.1-") && location.ends_with(".pgdump"),
+            location.starts_with("s3://files/mattermost-backups/chat/chat-10.8.1-")
+                && location.ends_with(".pgdump"),
             "{location}"
         );
         let spec = job.spec.unwrap();
@@ -320,11 +328,17 @@ mod tests {
                 let secret_ref = e.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref());
                 match e.name.as_str() {
                     "DB_CONNECTION_STRING" => {
-                        assert_eq!(secret_ref.map(|r| (r.name.as_str(), r.key.as_str())), Some(("db-credentials", "DB_CONNECTION_STRING")));
+                        assert_eq!(
+                            secret_ref.map(|r| (r.name.as_str(), r.key.as_str())),
+                            Some(("db-credentials", "DB_CONNECTION_STRING"))
+                        );
                         assert!(e.value.is_none());
                     }
                     "AWS_ACCESS_KEY_ID" | "AWS_SECRET_ACCESS_KEY" => {
-                        assert_eq!(secret_ref.map(|r| r.name.as_str()), Some("file-store-credentials"));
+                        assert_eq!(
+                            secret_ref.map(|r| r.name.as_str()),
+                            Some("file-store-credentials")
+                        );
                         assert!(e.value.is_none());
                     }
                     _ => assert!(e.value.is_some(), "{}", e.name),
@@ -335,10 +349,18 @@ mod tests {
                 c.security_context.as_ref().unwrap()
             ));
         }
-        let keep = upload.env.as_ref().unwrap().iter().find(|e| e.name == "BACKUP_KEEP");
+        let keep = upload
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "BACKUP_KEEP");
         assert_eq!(keep.and_then(|e| e.value.as_deref()), Some("3"));
         let rule = &spec.pod_failure_policy.unwrap().rules[0];
-        assert_eq!(rule.on_exit_codes.as_ref().unwrap().container_name.as_deref(), Some(UPLOAD_CONTAINER));
+        assert_eq!(
+            rule.on_exit_codes.as_ref().unwrap().container_name.as_deref(),
+            Some(UPLOAD_CONTAINER)
+        );
     }
 
     #[test]
@@ -348,7 +370,9 @@ mod tests {
         let pod = job.spec.unwrap().template.spec.unwrap();
         let dump = &pod.init_containers.unwrap()[0];
         let script = &dump.command.as_ref().unwrap()[2];
-        assert!(script.contains("mysqldump") && script.contains("MYSQL_PWD") && !script.contains("--password"));
+        assert!(
+            script.contains("mysqldump") && script.contains("MYSQL_PWD") && !script.contains("--password")
+        );
         assert_eq!(dump.image.as_deref(), Some(MYSQL_IMAGE));
     }
 
@@ -359,13 +383,19 @@ mod tests {
         let m = mm(spec);
         let names = Names::of(&m);
         let dest = destination(&m, &names).unwrap();
-        assert_eq!((dest.bucket.as_str(), dest.prefix.as_str(), dest.secret.as_deref()), ("dumps", "x", Some("backup-keys")));
+        assert_eq!(
+            (dest.bucket.as_str(), dest.prefix.as_str(), dest.secret.as_deref()),
+            ("dumps", "x", Some("backup-keys"))
+        );
         let job = backup_job(&m, &names, &inputs(DbType::Postgres), "mm:2", "1").unwrap();
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.init_containers.unwrap()[0].image.as_deref(), Some("pg:16"));
 
         let local = mm(serde_json::json!({"version": "1", "upgrade": {"backup": {"enabled": true}}}));
-        assert_eq!(destination(&local, &Names::of(&local)), Err(BackupError::NoDestination));
+        assert_eq!(
+            destination(&local, &Names::of(&local)),
+            Err(BackupError::NoDestination)
+        );
         assert_eq!(
             backup_job(&m, &names, &Inputs::default(), "mm:2", "1").unwrap_err(),
             BackupError::UnsupportedDatabase

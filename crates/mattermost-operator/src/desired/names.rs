@@ -62,7 +62,13 @@ impl Names {
     pub fn backup_object(&self, from_version: &str, image: &str, extension: &str) -> String {
         let version: String = from_version
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         format!("{}-{version}-{}.{extension}", self.app, short_hash(image))
     }

@@ -96,13 +96,21 @@ mod tests {
         let mut mm = Mattermost::new("chat", spec);
         mm.metadata.namespace = Some("ns".into());
         let names = Names::of(&mm);
-        let job = verify_job(&mm, &names, "mattermost/mattermost-enterprise-edition:10.9.0", "op:1");
+        let job = verify_job(
+            &mm,
+            &names,
+            "mattermost/mattermost-enterprise-edition:10.9.0",
+            "op:1",
+        );
         assert_eq!(
             job.metadata.name,
             Some(names.verify_job("mattermost/mattermost-enterprise-edition:10.9.0"))
         );
         let spec = job.spec.unwrap();
-        assert_eq!((spec.backoff_limit, spec.active_deadline_seconds), (Some(0), Some(150)));
+        assert_eq!(
+            (spec.backoff_limit, spec.active_deadline_seconds),
+            (Some(0), Some(150))
+        );
         let template = spec.template;
         assert_eq!(template.metadata.unwrap().annotations.unwrap()["a"], "b");
         let pod = template.spec.unwrap();

@@ -254,7 +254,12 @@ fn failed_pod_message(pods: &Store<Pod>, ns: &str, job: &str) -> Option<String> 
 }
 
 /// Deletes this installation's upgrade Jobs that this reconcile did not use.
-pub(super) async fn cleanup_jobs(ctx: &Context, names: &Names, uid: &str, in_use: &[String]) -> Result<(), ApplyError> {
+pub(super) async fn cleanup_jobs(
+    ctx: &Context,
+    names: &Names,
+    uid: &str,
+    in_use: &[String],
+) -> Result<(), ApplyError> {
     let ns = names.namespace.as_str();
     let apps = [APP_BACKUP_JOB, APP_UPDATE_JOB, APP_VERIFY_JOB];
     let stale: Vec<Arc<Job>> = ctx

@@ -403,7 +403,10 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
     if let Some(backup) = obs.last_backup {
         status.last_backup = Some(backup.clone());
         let msg = format!("database of {} backed up to {}", backup.version, backup.location);
-        upsert(conds, condition(BACKUP, true, JobKind::Backup.succeeded(), msg, generation, now));
+        upsert(
+            conds,
+            condition(BACKUP, true, JobKind::Backup.succeeded(), msg, generation, now),
+        );
     }
     if let Some(run) = obs.verification {
         let kind = run.kind;
@@ -421,7 +424,10 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
                 kind.condition(),
                 true,
                 kind.succeeded(),
-                format!("{} {job}: the server is healthy and runs the new version", kind.noun()),
+                format!(
+                    "{} {job}: the server is healthy and runs the new version",
+                    kind.noun()
+                ),
                 generation,
                 now,
             ),
@@ -497,7 +503,14 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
             );
             upsert(
                 conds,
-                condition(kind.condition(), false, kind.failed(), msg.clone(), generation, now),
+                condition(
+                    kind.condition(),
+                    false,
+                    kind.failed(),
+                    msg.clone(),
+                    generation,
+                    now,
+                ),
             );
             problems.push((kind.failed(), msg));
         }
