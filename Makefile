@@ -14,8 +14,9 @@ testenv-build: ## build the control-plane binaries into the version-keyed cache 
 cluster-up: ## start the local control plane; kubeconfig at .testenv/kubeconfig
 	bash hack/testenv/up.sh
 
-cluster-down: ## stop every control-plane process and remove .testenv
+cluster-down: ## stop every control-plane process and remove .testenv (and the second one, .testenv-b)
 	bash hack/testenv/down.sh
+	TESTENV_DIR=$(TESTENV_DIR)-b bash hack/testenv/down.sh
 
 test: ## everything CI runs: fmt, clippy, unit and real-control-plane tests
 	bash hack/test.sh

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Fleet benchmark on the local control plane: N installations reconciled to `stable` by one
-# operator process. Prints time to converge, the operator's memory, and its API requests (from
-# the apiserver audit log), then the fleet CLI's `status` over the converged fleet (time and
-# requests). Usage: hack/bench.sh [N]   (default 200)
+# Fleet benchmark on the local control plane: N installations of REPLICAS pods (external Postgres
+# and S3) reconciled by one operator process (cluster-wide, as the chart installs it, rollout cap
+# 20), in four phases: converge (create all, wait until all are stable) -> 60 s idle -> upgrade all
+# to a new version (wait until all are stable on it) -> 60 s idle. Prints per phase: duration, the
+# operator's API requests and writes (apiserver audit log, by user agent) per installation, and
+# by verb and resource; the operator's peak and final RSS (VmHWM/VmRSS) and CPU seconds; then the
+# fleet CLI's `status` over the fleet.
+# Usage: hack/bench.sh [N] [REPLICAS]   (default 200 1). N=1000 REPLICAS=2 takes ~15 min on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
+REPLICAS=${2:-1}
+IDLE=${BENCH_IDLE:-60}
 NS=bench
 STATE=${TESTENV_DIR:-$PWD/.testenv}
 bash hack/testenv/up.sh >/dev/null
@@ -18,47 +24,83 @@ kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
 kubectl create namespace "$NS" >/dev/null
 kubectl apply -n "$NS" -f examples/secrets.yaml >/dev/null
 
-mark=$(wc -l <"$STATE/audit.log")
-"$BIN" run --watch-namespace "$NS" --http-addr 127.0.0.1:0 --log-level warn >"$STATE/bench-operator.log" 2>&1 &
-OP=$!
-trap 'kill $OP 2>/dev/null || true' EXIT
-start=$(date +%s.%N)
-python3 - "$N" <<'PY' | kubectl apply -n "$NS" -f - >/dev/null
+# Room for the fleet: the testenv's three nodes take 110 pods each.
+nodes=$(( (N * (REPLICAS + 1)) / 1000 + 1 ))
+for i in $(seq 0 $((nodes - 1))); do
+  cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: bench-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {type: kwok, kubernetes.io/hostname: bench-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
+status:
+  allocatable: {cpu: "64", memory: 512Gi, pods: "1100"}
+  capacity: {cpu: "64", memory: 512Gi, pods: "1100"}
+EOF
+done | kubectl apply -f - >/dev/null
+
+fleet() { # fleet VERSION: the N installations as one List
+  python3 - "$N" "$REPLICAS" "$1" <<'PY'
 import json, sys
-n = int(sys.argv[1])
+n, replicas, version = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 items = [{
     "apiVersion": "installation.mattermost.com/v1beta1", "kind": "Mattermost",
     "metadata": {"name": f"mm-{i:04d}"},
-    "spec": {"replicas": 1, "version": "10.8.1", "ingress": {"enabled": True, "host": f"mm-{i}.example.test"},
+    "spec": {"replicas": replicas, "version": version,
              "database": {"external": {"secret": "mm-demo-database"}},
              "fileStore": {"external": {"url": "s3.amazonaws.com", "bucket": "b", "secret": "mm-demo-s3"}},
              "scheduling": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}},
 } for i in range(n)]
 print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
 PY
-while :; do
-  stable=$(kubectl get mm -n "$NS" -o jsonpath='{range .items[*]}{.status.state}{"\n"}{end}' | grep -c '^stable$' || true)
-  [ "$stable" -ge "$N" ] && break
-  sleep 2
-done
-end=$(date +%s.%N)
-converge_mark=$(wc -l <"$STATE/audit.log")
-rss_converged=$(awk '/VmRSS/ {print $2}' /proc/$OP/status)
-sleep 30
-idle_mark=$(wc -l <"$STATE/audit.log")
-rss_idle=$(awk '/VmRSS/ {print $2}' /proc/$OP/status)
-cli_start=$(date +%s.%N)
-"$CLI" -n "$NS" status >/dev/null || true
-cli_end=$(date +%s.%N)
+}
+wait_stable() { # wait_stable VERSION
+  while :; do
+    done_=$(kubectl get mm -n "$NS" -o jsonpath='{range .items[*]}{.status.state} {.status.version}{"\n"}{end}' \
+      | grep -c "^stable $1\$" || true)
+    [ "$done_" -ge "$N" ] && break
+    sleep 3
+  done
+}
+mark() { wc -l <"$STATE/audit.log"; }
+now() { date +%s.%N; }
+cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$OP/stat"; }
+
+m0=$(mark)
+"$BIN" run --http-addr 127.0.0.1:0 --log-level warn >"$STATE/bench-operator.log" 2>&1 &
+OP=$!
+trap 'kill $OP 2>/dev/null || true' EXIT
+t0=$(now)
+fleet 10.8.1 | kubectl apply -n "$NS" -f - >/dev/null
+wait_stable 10.8.1
+t1=$(now); m1=$(mark); rss_converged=$(awk '/VmRSS/ {print $2}' "/proc/$OP/status"); cpu1=$(cpu)
+sleep "$IDLE"
+t2=$(now); m2=$(mark)
+fleet 10.9.0 | kubectl apply -n "$NS" -f - >/dev/null
+wait_stable 10.9.0
+t3=$(now); m3=$(mark); cpu3=$(cpu)
+sleep "$IDLE"
+t4=$(now); m4=$(mark)
+rss_final=$(awk '/VmRSS/ {print $2}' "/proc/$OP/status"); rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$OP/status")
+cpu4=$(cpu)
+c0=$(now); "$CLI" -n "$NS" status >/dev/null || true; c1=$(now)
 sleep 1
-python3 - "$STATE/audit.log" "$mark" "$converge_mark" "$idle_mark" "$N" "$start" "$end" "$rss_converged" "$rss_idle" "$cli_start" "$cli_end" <<'PY'
+python3 - "$STATE/audit.log" "$N" "$REPLICAS" "$m0" "$m1" "$m2" "$m3" "$m4" "$t0" "$t1" "$t2" "$t3" "$t4" \
+  "$rss_converged" "$rss_final" "$rss_peak" "$cpu1" "$cpu3" "$cpu4" "$c0" "$c1" <<'PY'
 import json, sys, collections
-path, m0, m1, m2, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-start, end, rss_c, rss_i = float(sys.argv[6]), float(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9])
-cli_s, cli_e = float(sys.argv[10]), float(sys.argv[11])
-def ours(lines, agent="mattermost-operator/"):
+a = sys.argv
+path, n, replicas = a[1], int(a[2]), int(a[3])
+m = [int(x) for x in a[4:9]]
+t = [float(x) for x in a[9:14]]
+rss_c, rss_f, rss_p = (int(x) / 1024 for x in a[14:17])
+cpu1, cpu3, cpu4 = (float(x) for x in a[17:20])
+c0, c1 = float(a[20]), float(a[21])
+lines = open(path).read().splitlines()
+def ours(chunk, agent="mattermost-operator/"):
     out = []
-    for line in lines:
+    for line in chunk:
         try:
             e = json.loads(line)
         except ValueError:
@@ -66,19 +108,26 @@ def ours(lines, agent="mattermost-operator/"):
         if e.get("stage") == "ResponseComplete" and e.get("userAgent", "").startswith(agent):
             out.append(e)
     return out
-lines = open(path).read().splitlines()
-conv, idle = ours(lines[m0:m1]), ours(lines[m1:m2])
-cli = ours(lines[m2:], "kubectl-mattermost/")
-writes = lambda es: [e for e in es if e["verb"] in ("create", "update", "patch", "delete")]
-by = collections.Counter(f'{e["verb"]} {e.get("objectRef", {}).get("resource", "")}' for e in conv)
-print(f"installations:            {n}")
-print(f"time to all stable:       {end - start:.1f} s")
-print(f"operator RSS converged:   {rss_c / 1024:.1f} MiB")
-print(f"operator RSS idle (30 s): {rss_i / 1024:.1f} MiB")
-print(f"API requests to converge: {len(conv)} ({len(conv) / n:.1f} per installation), writes {len(writes(conv))} ({len(writes(conv)) / n:.1f} per installation)")
-print(f"API requests idle 30 s:   {len(idle)}, writes {len(writes(idle))}")
-for k, v in by.most_common(12):
-    print(f"  {v:6d}  {k}")
-print(f"kubectl mattermost status: {cli_e - cli_s:.2f} s, {len(cli)} API requests ({', '.join(sorted(set(e['verb'] + ' ' + e.get('objectRef', {}).get('resource', '') for e in cli)))})")
+writes = lambda es: [e for e in es if e["verb"] in ("create", "update", "patch", "delete", "deletecollection")]
+print(f"installations: {n} x {replicas} replicas, rollout cap 20")
+for name, (i, j), (s, e) in [("converge", (0, 1), (0, 1)), ("idle", (1, 2), (1, 2)),
+                             ("upgrade", (2, 3), (2, 3)), ("idle after upgrade", (3, 4), (3, 4))]:
+    es = ours(lines[m[i]:m[j]])
+    w = writes(es)
+    print(f"{name:20s} {t[e] - t[s]:7.1f} s  requests {len(es):6d} ({len(es) / n:5.1f}/installation)  "
+          f"writes {len(w):6d} ({len(w) / n:5.1f}/installation)")
+    if name in ("converge", "upgrade"):
+        by = collections.Counter(f'{x["verb"]} {x.get("objectRef", {}).get("resource", "")}'
+                                 + (f'/{x["objectRef"]["subresource"]}' if x.get("objectRef", {}).get("subresource") else "")
+                                 for x in es)
+        for k, v in by.most_common():
+            print(f"    {v:6d}  {k}")
+lists = [x for x in ours(lines[m[0]:m[4]]) if x["verb"] == "list" and x.get("objectRef", {}).get("resource") in ("nodes", "pods")]
+print(f"LIST of nodes/pods over the run: {len(lists)} (the watches' initial lists)")
+print(f"operator RSS: converged {rss_c:.1f} MiB, final {rss_f:.1f} MiB ({(rss_f / rss_c - 1) * 100:+.0f} %), peak {rss_p:.1f} MiB")
+print(f"operator CPU: converge {cpu1:.1f} s, upgrade {cpu3 - cpu1:.1f} s, total {cpu4:.1f} s")
+cli = ours(lines[m[4]:], "kubectl-mattermost/")
+print(f"kubectl mattermost status: {c1 - c0:.2f} s, {len(cli)} API requests")
 PY
-kubectl delete namespace "$NS" --wait=false >/dev/null
+kubectl delete namespace "$NS" --wait=true >/dev/null
+kubectl delete node -l 'kubernetes.io/hostname' --field-selector metadata.name!=kwok-node-0,metadata.name!=kwok-node-1,metadata.name!=kwok-node-2 >/dev/null 2>&1 || true

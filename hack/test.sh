@@ -6,19 +6,23 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 export TESTENV_DIR="${TESTENV_DIR:-$repo/.testenv}"
+# A second control plane for the tests of several clusters at once (`sites`: one per site).
+export TESTENV_DIR_B="${TESTENV_DIR_B:-$TESTENV_DIR-b}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 bash hack/testenv/build.sh
 bash hack/tools.sh
-started=0
-if ! "$TESTENV_DIR/bin/kubectl" --kubeconfig "$TESTENV_DIR/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
-  bash hack/testenv/up.sh
-  started=1
-fi
+started=()
+for dir in "$TESTENV_DIR" "$TESTENV_DIR_B"; do
+  if ! "$dir/bin/kubectl" --kubeconfig "$dir/kubeconfig" get --raw /readyz >/dev/null 2>&1; then
+    TESTENV_DIR="$dir" bash hack/testenv/up.sh
+    started+=("$dir")
+  fi
+done
 cleanup() {
-  if [ "$started" = 1 ]; then bash hack/testenv/down.sh; fi
+  for dir in "${started[@]}"; do TESTENV_DIR="$dir" bash hack/testenv/down.sh; done
 }
 trap cleanup EXIT
 

@@ -113,6 +113,13 @@ pub enum Command {
         #[arg(short, long, default_value = "mattermost-report.zip")]
         output: PathBuf,
     },
+    /// Active/active: upgrade several sites (clusters) one at a time with traffic drained, writes
+    /// guarded and replication checked, as a site plan file says (docs/active-active.md).
+    Sites {
+        /// What to do.
+        #[command(subcommand)]
+        what: SitesCommand,
+    },
     /// Shell completions.
     Completion {
         /// Shell.
@@ -125,6 +132,35 @@ pub enum Command {
 pub enum PlanCommand {
     /// Plan an upgrade.
     Upgrade(PlanArgs),
+}
+
+/// `sites` commands.
+#[derive(Debug, Subcommand)]
+pub enum SitesCommand {
+    /// Print every step of the upgrade, changing nothing.
+    Plan(SitesArgs),
+    /// Upgrade the sites one at a time; run it again to resume where it stopped.
+    Upgrade(SitesArgs),
+    /// Return the sites the plan upgraded to their last stable version, one at a time, with the
+    /// same drain and restore steps.
+    Rollback(SitesArgs),
+}
+
+/// Arguments of the `sites` commands.
+#[derive(Debug, Clone, Args)]
+pub struct SitesArgs {
+    /// The site plan (YAML).
+    #[arg(short = 'f', long)]
+    pub file: PathBuf,
+    /// Who runs it, recorded in the lock (default: $USER).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Take the lock even when another run holds it (only when you know that run is gone).
+    #[arg(long)]
+    pub break_lock: bool,
+    /// Output format (`sites plan` only).
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// Arguments shared by `plan upgrade` and `upgrade`.

@@ -21,6 +21,15 @@ pub enum Error {
     /// Writing the zip file.
     #[error("writing the report: {0}")]
     Zip(#[from] zip::result::ZipError),
+    /// The site plan file is unreadable or refused.
+    #[error(transparent)]
+    Plan(#[from] crate::sites::plan::PlanError),
+    /// Another run holds the site lock.
+    #[error("{0}")]
+    Locked(String),
+    /// A command hook failed.
+    #[error(transparent)]
+    Hook(#[from] crate::sites::hook::HookError),
     /// Encoding output.
     #[error("encoding output: {0}")]
     Encode(String),

@@ -237,6 +237,24 @@ pub fn rollback_target(mm: &Mattermost) -> Option<String> {
     }
 }
 
+/// The rollback of `mm`: its target version and the merge patch of `spec` that goes there (the
+/// version, and the image it ran when it differs from the spec's). `None` when there is no stable
+/// version to go back to.
+pub fn rollback_spec(mm: &Mattermost) -> Option<(String, serde_json::Value)> {
+    let version = rollback_target(mm)?;
+    let status = mm.status.clone().unwrap_or_default();
+    let image = if Some(&version) == status.last_stable_version.as_ref() {
+        status.last_stable_image
+    } else {
+        status.previous_stable_image
+    };
+    let mut spec = serde_json::json!({ "version": version });
+    if let Some(image) = image.filter(|i| i != mm.spec.image()) {
+        spec["image"] = image.into();
+    }
+    Some((version, spec))
+}
+
 /// Done with an upgrade to `version`: stable at it, for the current generation.
 pub fn upgraded(mm: &Mattermost, version: &str) -> bool {
     health(mm) == Health::Stable

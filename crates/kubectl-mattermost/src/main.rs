@@ -7,11 +7,12 @@ mod error;
 mod fleet;
 mod kube_ctx;
 mod output;
+mod sites;
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, PlanCommand};
+use cli::{Cli, Command, PlanCommand, SitesCommand};
 use kube_ctx::Ctx;
 
 #[tokio::main]
@@ -42,6 +43,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8, error::Error> {
+    // Each site has its own cluster: `sites` connects per site, not to the current context.
+    if let Command::Sites { what } = &cli.command {
+        use sites::progress::Mode;
+        let (args, mode) = match what {
+            SitesCommand::Plan(a) => (a, None),
+            SitesCommand::Upgrade(a) => (a, Some(Mode::Upgrade)),
+            SitesCommand::Rollback(a) => (a, Some(Mode::Rollback)),
+        };
+        return sites::run::run(&cli.global, args, mode).await;
+    }
     let ctx = Ctx::connect(&cli.global).await?;
     match cli.command {
         Command::Status { name, output } => commands::status::run(&ctx, name, output).await,
@@ -64,6 +75,6 @@ async fn run(cli: Cli) -> Result<u8, error::Error> {
             output,
         } => commands::preflight::run(&ctx, name, &version, output).await,
         Command::Report { name, output } => commands::report::run(&ctx, name, &output).await,
-        Command::Completion { .. } => Ok(0),
+        Command::Completion { .. } | Command::Sites { .. } => Ok(0),
     }
 }

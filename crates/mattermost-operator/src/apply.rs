@@ -90,8 +90,11 @@ pub fn is_owned_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
         .any(|r| r.uid == owner_uid && r.controller == Some(true))
 }
 
-/// Applies `desired` unless `live` (from a cache, or fetched when `None`) already matches.
-/// Refuses to touch an existing object that is not controlled by `owner_uid`.
+/// Applies `desired` unless `live` (from the label-selected cache) already matches. `None` means
+/// the cache has no such object: it is created with a precondition that fails when one exists
+/// after all (a lagging cache, or a foreign object with our name), which is then read and checked,
+/// so a create costs one request and no GET. Refuses to touch an existing object that is not
+/// controlled by `owner_uid`.
 pub async fn ensure<K>(
     client: &Client,
     live: Option<K>,
@@ -106,6 +109,25 @@ where
         + DeserializeOwned,
 {
     ensure_with(client, live, desired, |k: &K| is_owned_by(k, owner_uid)).await
+}
+
+/// Like [`ensure`] for a child no cache holds: reads it first (one GET), so that an existing
+/// child costs no write.
+pub async fn ensure_uncached<K>(
+    client: &Client,
+    desired: K,
+    owner_uid: &str,
+) -> Result<Applied<K>, ApplyError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
+    let live = fetch(&api, &desired.name_any()).await?;
+    ensure(client, live, desired, owner_uid).await
 }
 
 /// Like [`ensure`], with the ownership test given by the caller (for children that carry no
@@ -134,15 +156,27 @@ where
     desired
         .annotations_mut()
         .insert(HASH_ANNOTATION.to_owned(), hash.clone());
+    let api_error = |verb: &'static str, source: kube::Error| ApplyError::Api {
+        verb,
+        kind: kind.clone(),
+        name: name.clone(),
+        source: Box::new(source),
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
 
     let live = match live {
         Some(l) => Some(l),
-        None => api.get_opt(&name).await.map_err(|source| ApplyError::Api {
-            verb: "get",
-            kind: kind.clone(),
-            name: name.clone(),
-            source: Box::new(source),
-        })?,
+        None => {
+            // A resourceVersion in an apply is a precondition: no live object can have "1", and
+            // an absent one is created. 409 = it exists after all.
+            let mut create = desired.clone();
+            create.meta_mut().resource_version = Some(CREATE_ONLY.to_owned());
+            match api.patch(&name, &params, &Patch::Apply(&create)).await {
+                Ok(created) => return Ok(Applied::Written(Some(created))),
+                Err(kube::Error::Api(e)) if e.code == 409 => fetch(&api, &name).await?,
+                Err(e) => return Err(api_error("apply", e)),
+            }
+        }
     };
     if let Some(live) = &live {
         if !is_ours(live) {
@@ -153,28 +187,32 @@ where
             let patch = serde_json::json!({"metadata": {"annotations": {GO_LAST_APPLIED: null}}});
             api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(|source| ApplyError::Api {
-                    verb: "patch",
-                    kind: kind.clone(),
-                    name: name.clone(),
-                    source: Box::new(source),
-                })?;
+                .map_err(|e| api_error("patch", e))?;
         }
         if live.annotations().get(HASH_ANNOTATION) == Some(&hash) && matches(&desired, live)? {
             return Ok(Applied::Unchanged);
         }
     }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let written = api
         .patch(&name, &params, &Patch::Apply(&desired))
         .await
-        .map_err(|source| ApplyError::Api {
-            verb: "apply",
-            kind,
-            name,
-            source: Box::new(source),
-        })?;
+        .map_err(|e| api_error("apply", e))?;
     Ok(Applied::Written(Some(written)))
+}
+
+/// The resourceVersion precondition of a create-only apply.
+const CREATE_ONLY: &str = "1";
+
+async fn fetch<K>(api: &Api<K>, name: &str) -> Result<Option<K>, ApplyError>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+{
+    api.get_opt(name).await.map_err(|source| ApplyError::Api {
+        verb: "get",
+        kind: K::kind(&()).into_owned(),
+        name: name.to_owned(),
+        source: Box::new(source),
+    })
 }
 
 /// Deletes the child `name` if it exists and is controlled by `owner_uid`; anything else is left
@@ -213,6 +251,21 @@ where
         }
         _ => Ok(Applied::Unchanged),
     }
+}
+
+/// True when every field of the pod template of `desired` has the same value in `live`'s: applying
+/// `desired` would not roll the pods.
+pub fn same_pod_template(
+    desired: &k8s_openapi::api::apps::v1::Deployment,
+    live: &k8s_openapi::api::apps::v1::Deployment,
+) -> bool {
+    let template = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| serde_json::to_value(&s.template).ok())
+            .unwrap_or_default()
+    };
+    is_subset(&template(desired), &template(live))
 }
 
 fn matches<K: Serialize>(desired: &K, live: &K) -> Result<bool, ApplyError> {

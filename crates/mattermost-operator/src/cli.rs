@@ -143,6 +143,10 @@ pub struct RunArgs {
     /// `0s` turns it off.
     #[arg(long, env = "RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
     pub resync_period: Duration,
+    /// How long one step of a ClusterInstallation migration may take before it is reported
+    /// `Stalled` and gives its rollout slot back (Go duration).
+    #[arg(long, env = "MIGRATION_STEP_DEADLINE", default_value = "10m", value_parser = parse_duration)]
+    pub migration_step_deadline: Duration,
     /// Kubeconfig file (without it: `KUBECONFIG`, `~/.kube/config`, then in-cluster).
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,

@@ -25,12 +25,14 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch as signal;
 use tracing::info;
 
+use crate::capacity::Capacity;
 use crate::cli::Scope;
 use crate::client::Clients;
 use crate::desired::labels::INSTALLATION_LABEL;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Stores, UpdateJobSettings};
-use crate::rollout_cap::RolloutSlots;
+use crate::rollout_cap::{RolloutSlots, Slot};
 use crate::watch::{self, Health};
 
 /// Settings of the controller.
@@ -54,6 +56,8 @@ pub struct Settings {
     /// How often a stable installation is reconciled again although nothing changed (a safety
     /// net for missed events; from caches, no request). Zero turns it off.
     pub resync_period: Duration,
+    /// How long a migration step may take before it is reported `Stalled` and gives its slot back.
+    pub migration_step_deadline: Duration,
 }
 
 impl Settings {
@@ -71,6 +75,7 @@ impl Settings {
             requeue_on_limit_delay: args.requeue_on_limit_delay,
             capacity_check: true,
             resync_period: args.resync_period,
+            migration_step_deadline: args.migration_step_deadline,
         })
     }
 }
@@ -102,17 +107,28 @@ impl Shutdown {
     }
 }
 
-/// Whether this service account may list Nodes (the capacity preflight needs it). One
-/// SelfSubjectAccessReview at start.
-pub async fn can_list_nodes(client: &Client) -> bool {
+/// Whether this service account may watch Nodes and Pods in every namespace (the capacity
+/// preflight's cache needs both). A few SelfSubjectAccessReviews at start.
+pub async fn can_watch_capacity(client: &Client) -> bool {
+    for resource in ["nodes", "pods"] {
+        for verb in ["list", "watch"] {
+            if !allowed(client, verb, resource).await {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+async fn allowed(client: &Client, verb: &str, resource: &str) -> bool {
     use k8s_openapi::api::authorization::v1::{
         ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
     };
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
-                verb: Some("list".into()),
-                resource: Some("nodes".into()),
+                verb: Some(verb.into()),
+                resource: Some(resource.into()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -123,7 +139,7 @@ pub async fn can_list_nodes(client: &Client) -> bool {
     match api.create(&Default::default(), &review).await {
         Ok(r) => r.status.is_some_and(|s| s.allowed),
         Err(e) => {
-            tracing::warn!(error = %e, "asking whether nodes may be listed; assuming not");
+            tracing::warn!(error = %e, verb, resource, "asking for a permission; assuming not granted");
             false
         }
     }
@@ -172,15 +188,6 @@ where
     (reader, stream)
 }
 
-/// Waits until `store` has its initial list. Polls, because a store's readiness signal wakes
-/// only one of several waiters (the controller already waits on the main store).
-async fn synced<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) {
-    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
-        .await
-        .is_err()
-    {}
-}
-
 /// Runs the controllers until the task is aborted. `on_ready` is called once every cache synced.
 pub async fn run(
     clients: impl Into<Clients>,
@@ -214,7 +221,12 @@ pub async fn run_until(
     let slots = Arc::new(RolloutSlots::new(
         settings.max_rollouts,
         settings.requeue_on_limit_delay,
+        // Each scope's two controllers rebuild their slots before a new rollout starts.
+        2 * settings.scope.watches().len(),
     ));
+    let capacity = settings
+        .capacity_check
+        .then(|| Capacity::start(&clients.watches, &health));
     let mut mm_stores = Vec::new();
     let mut ready = Vec::new();
     let mut controllers = Vec::new();
@@ -224,8 +236,11 @@ pub async fn run_until(
             &health,
             ns,
             &settings,
-            metrics.clone(),
-            slots.clone(),
+            Fleet {
+                slots: slots.clone(),
+                capacity: capacity.clone(),
+                metrics: metrics.clone(),
+            },
             shutdown.clone(),
         );
         mm_stores.push(scoped.mattermosts);
@@ -261,13 +276,20 @@ async fn count_states(stores: Vec<Store<Mattermost>>, metrics: Arc<Metrics>) {
     }
 }
 
-/// Drops what was read for installations that no longer exist (it may hold Secret values).
-async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>) {
+/// Forgets installations that no longer exist: what was read for them (it may hold Secret
+/// values), and their rollout slot (a deleted object gets no reconcile that would release it).
+async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: Option<String>) {
     loop {
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
         let live: std::collections::HashSet<String> =
             store.state().iter().filter_map(|mm| mm.uid()).collect();
         ctx.observed.retain(|uid| live.contains(uid));
+        ctx.slots.release_gone(namespace.as_deref(), |slot| match slot {
+            Slot::Rollout { namespace, name } => store
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some_and(|mm| mm.meta().deletion_timestamp.is_none()),
+            Slot::Migration { .. } => true,
+        });
     }
 }
 
@@ -283,10 +305,14 @@ fn run_scope(
     health: &Health,
     ns: Option<String>,
     settings: &Settings,
-    metrics: Arc<Metrics>,
-    slots: Arc<RolloutSlots>,
+    fleet: Fleet,
     shutdown: Shutdown,
 ) -> Scoped {
+    let Fleet {
+        slots,
+        capacity,
+        metrics,
+    } = fleet.clone();
     let ns_ref = ns.as_deref();
     let client = clients.requests.clone();
     let w = &clients.watches;
@@ -343,7 +369,7 @@ fn run_scope(
         operator_image: settings.operator_image.clone(),
         slots: slots.clone(),
         blocked: Default::default(),
-        capacity_check: settings.capacity_check,
+        capacity: capacity.clone(),
         backoff: Default::default(),
         resync: reconcile::Resync::every(settings.resync_period),
         observed: Default::default(),
@@ -364,23 +390,29 @@ fn run_scope(
         .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         // Errors never reach the trigger streams (each watch backs off on its own); short anyway.
         .trigger_backoff(watch::backoff());
-    tokio::spawn(forget_deleted(mm_store.clone(), ctx.clone()));
+    tokio::spawn(forget_deleted(mm_store.clone(), ctx.clone(), ns.clone()));
     let s = stores.clone();
     let mm_ready = mm_store.clone();
+    let capacity_ready = capacity.clone();
+    let seed_slots = slots.clone();
     let synced_all = async move {
         let all = [
-            synced(&mm_ready).boxed(),
-            synced(&s.deployments).boxed(),
-            synced(&s.replica_sets).boxed(),
-            synced(&s.services).boxed(),
-            synced(&s.ingresses).boxed(),
-            synced(&s.service_accounts).boxed(),
-            synced(&s.jobs).boxed(),
-            synced(&s.pvcs).boxed(),
-            synced(&s.pdbs).boxed(),
-            synced(&s.pods).boxed(),
+            watch::wait_synced(&mm_ready).boxed(),
+            watch::wait_synced(&s.deployments).boxed(),
+            watch::wait_synced(&s.replica_sets).boxed(),
+            watch::wait_synced(&s.services).boxed(),
+            watch::wait_synced(&s.ingresses).boxed(),
+            watch::wait_synced(&s.service_accounts).boxed(),
+            watch::wait_synced(&s.jobs).boxed(),
+            watch::wait_synced(&s.pvcs).boxed(),
+            watch::wait_synced(&s.pdbs).boxed(),
+            watch::wait_synced(&s.pods).boxed(),
         ];
         futures::future::join_all(all).await;
+        if let Some(c) = &capacity_ready {
+            c.synced().await;
+        }
+        seed_slots.seed(reconcile::under_way(mm_ready.state().iter().map(|mm| &**mm)));
         let _ = synced_tx.send(true);
     }
     .boxed();
@@ -427,9 +459,11 @@ fn run_scope(
         clients,
         health.clone(),
         ns,
-        settings.concurrency,
-        slots,
-        metrics,
+        crate::legacy::Settings {
+            concurrency: settings.concurrency,
+            step_deadline: settings.migration_step_deadline,
+        },
+        fleet,
         shutdown.wait(),
     );
     Scoped {

@@ -1,12 +1,14 @@
 //! The Mattermost operator: reconciles `Mattermost` resources into the children the Go operator
 //! would create, with server-side apply, conditions and events.
 pub mod apply;
+pub mod capacity;
 pub mod cli;
 pub mod client;
 pub mod controller;
 pub mod convert;
 pub mod crd;
 pub mod desired;
+pub mod fleet;
 pub mod http;
 pub mod leader;
 pub mod legacy;

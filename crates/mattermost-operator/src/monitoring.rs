@@ -77,7 +77,7 @@ pub async fn reconcile(client: &Client, mm: &Mattermost, names: &Names, uid: &st
             };
         }
     }
-    match apply::ensure(client, None, desired, uid).await {
+    match apply::ensure_uncached(client, desired, uid).await {
         Ok(applied) => {
             if applied.written() {
                 info!(pod_monitor = %names.app, "PodMonitor applied");

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements, Taint, Toleration};
-use kube::api::ListParams;
-use kube::{Api, Client};
 use mattermost_api::v1beta1::Mattermost;
 
 use crate::apply::parse_quantity;
@@ -90,11 +88,125 @@ fn room(free_cpu: f64, free_mem: f64, cpu: f64, memory: f64) -> u64 {
     per(free_cpu, cpu).min(per(free_mem, memory))
 }
 
+/// What the capacity check needs of a node (a few hundred bytes, whatever the node reports).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeCapacity {
+    /// Ready and not cordoned.
+    pub schedulable: bool,
+    /// Node labels (for node selectors).
+    pub labels: BTreeMap<String, String>,
+    /// `NoSchedule`/`NoExecute` taints.
+    pub taints: Vec<Taint>,
+    /// Allocatable CPU, in cores.
+    pub cpu: f64,
+    /// Allocatable memory, in bytes.
+    pub memory: f64,
+}
+
+impl NodeCapacity {
+    /// The summary of `node`.
+    pub fn of(node: &Node) -> Self {
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let spec = node.spec.as_ref();
+        let alloc = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+        let q = |k: &str| {
+            alloc
+                .and_then(|a| a.get(k))
+                .and_then(|q| parse_quantity(&q.0))
+                .unwrap_or(0.0)
+        };
+        Self {
+            schedulable: ready && !spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            taints: spec
+                .and_then(|s| s.taints.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
+                .cloned()
+                .collect(),
+            cpu: q("cpu"),
+            memory: q("memory"),
+        }
+    }
+}
+
+/// What a pod takes from its node: the requests of its containers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodUsage {
+    /// The node the pod is bound to.
+    pub node: String,
+    /// Requested CPU, in cores.
+    pub cpu: f64,
+    /// Requested memory, in bytes.
+    pub memory: f64,
+}
+
+impl PodUsage {
+    /// What `pod` takes; `None` while it is unscheduled or once it finished.
+    pub fn of(pod: &Pod) -> Option<Self> {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded") | Some("Failed")) {
+            return None;
+        }
+        let spec = pod.spec.as_ref()?;
+        let node = spec.node_name.clone().filter(|n| !n.is_empty())?;
+        let (mut cpu, mut memory) = (0.0, 0.0);
+        for c in &spec.containers {
+            let r = c.resources.clone().unwrap_or_default();
+            cpu += request(&r, "cpu");
+            memory += request(&r, "memory");
+        }
+        Some(Self { node, cpu, memory })
+    }
+}
+
+/// The cluster as the capacity check sees it: nodes and the requests bound to each.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeCapacity>,
+    /// Requested (cpu, memory) by node name.
+    pub used: BTreeMap<String, (f64, f64)>,
+}
+
+impl ClusterView {
+    /// The view of listed nodes and pods (the fleet CLI lists them once for many installations).
+    pub fn from_lists(nodes: &[Node], pods: &[Pod]) -> Self {
+        Self::new(
+            nodes
+                .iter()
+                .map(|n| (n.metadata.name.clone().unwrap_or_default(), NodeCapacity::of(n))),
+            pods.iter().filter_map(PodUsage::of),
+        )
+    }
+
+    /// The view of summarised nodes and pods.
+    pub fn new(
+        nodes: impl IntoIterator<Item = (String, NodeCapacity)>,
+        pods: impl IntoIterator<Item = PodUsage>,
+    ) -> Self {
+        let mut used: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for p in pods {
+            let u = used.entry(p.node).or_default();
+            u.0 += p.cpu;
+            u.1 += p.memory;
+        }
+        Self {
+            nodes: nodes.into_iter().collect(),
+            used,
+        }
+    }
+}
+
 /// True when the Ready, schedulable nodes matching `selector` and tolerated by `tolerations` have
 /// `cpu` and `memory` free for `count` more pods (each on one node). `Err` says why not.
 pub fn fits(
-    nodes: &[Node],
-    pods: &[Pod],
+    view: &ClusterView,
     cpu: f64,
     memory: f64,
     count: u32,
@@ -104,46 +216,15 @@ pub fn fits(
     let mut candidates = 0;
     let mut placeable: u64 = 0;
     let mut best: Option<(f64, f64)> = None;
-    for node in nodes {
-        let ready = node
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        let spec = node.spec.clone().unwrap_or_default();
-        let labels = node.metadata.labels.clone().unwrap_or_default();
-        let selected = selector.iter().all(|(k, v)| labels.get(k) == Some(v));
-        let tainted = spec
-            .taints
-            .iter()
-            .flatten()
-            .any(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(tolerations, t));
-        if !ready || spec.unschedulable.unwrap_or(false) || !selected || tainted {
+    for (name, node) in &view.nodes {
+        let selected = selector.iter().all(|(k, v)| node.labels.get(k) == Some(v));
+        let tainted = node.taints.iter().any(|t| !tolerates(tolerations, t));
+        if !node.schedulable || !selected || tainted {
             continue;
         }
         candidates += 1;
-        let name = node.metadata.name.as_deref();
-        let alloc = node
-            .status
-            .as_ref()
-            .and_then(|s| s.allocatable.clone())
-            .unwrap_or_default();
-        let q = |k: &str| alloc.get(k).and_then(|q| parse_quantity(&q.0)).unwrap_or(0.0);
-        let (mut free_cpu, mut free_mem) = (q("cpu"), q("memory"));
-        for pod in pods
-            .iter()
-            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == name)
-        {
-            let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-            if matches!(phase, Some("Succeeded") | Some("Failed")) {
-                continue;
-            }
-            for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
-                let r = c.resources.clone().unwrap_or_default();
-                free_cpu -= request(&r, "cpu");
-                free_mem -= request(&r, "memory");
-            }
-        }
+        let (used_cpu, used_mem) = view.used.get(name).copied().unwrap_or_default();
+        let (free_cpu, free_mem) = (node.cpu - used_cpu, node.memory - used_mem);
         placeable = placeable.saturating_add(room(free_cpu, free_mem, cpu, memory));
         if placeable >= u64::from(count) {
             return Ok(());
@@ -178,31 +259,8 @@ pub fn fits(
     })
 }
 
-/// Capacity check against the live cluster for `count` more pods (lists nodes and pods; only
-/// runs when a rollout or a scale-up is about to start).
-pub async fn check_capacity(client: &Client, mm: &Mattermost, count: u32) -> Result<(), Blocked> {
-    let api_err = |e: kube::Error| Blocked {
-        reason: "PreflightFailed",
-        message: format!("listing nodes/pods: {}", crate::redact::api_message(&e)),
-    };
-    let nodes = Api::<Node>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .map_err(api_err)?
-        .items;
-    let lp = ListParams::default().fields("status.phase!=Succeeded,status.phase!=Failed");
-    let pods = Api::<Pod>::all(client.clone())
-        .list(&lp)
-        .await
-        .map_err(api_err)?
-        .items;
-    installation_fits(&nodes, &pods, mm, count)
-}
-
-/// Whether `count` more pods of `mm` fit on `nodes` given the running `pods` (the pure part of
-/// [`check_capacity`]; the fleet CLI runs it over one list of nodes and pods for many
-/// installations).
-pub fn installation_fits(nodes: &[Node], pods: &[Pod], mm: &Mattermost, count: u32) -> Result<(), Blocked> {
+/// Whether `count` more pods of `mm` fit in `view`.
+pub fn installation_fits(view: &ClusterView, mm: &Mattermost, count: u32) -> Result<(), Blocked> {
     let resources = mm.spec.effective_resources();
     let scheduling = mm.spec.scheduling.as_ref();
     let selector = scheduling
@@ -210,8 +268,7 @@ pub fn installation_fits(nodes: &[Node], pods: &[Pod], mm: &Mattermost, count: u
         .unwrap_or_default();
     let tolerations = scheduling.and_then(|s| s.tolerations.clone()).unwrap_or_default();
     fits(
-        nodes,
-        pods,
+        view,
         request(&resources, "cpu"),
         request(&resources, "memory"),
         count,
@@ -322,22 +379,28 @@ mod tests {
         }
     }
 
+    fn view(nodes: &[Node], pods: &[Pod]) -> ClusterView {
+        ClusterView::from_lists(nodes, pods)
+    }
+
     #[test]
     fn capacity_counts_requests_selectors_and_taints() {
         let none = BTreeMap::new();
         let nodes = [node("a", "2", None), node("b", "8", Some("dedicated"))];
-        assert!(fits(&nodes, &[], 1.0, 1e9, 1, &none, &[]).is_ok());
-        let err = fits(&nodes, &[pod("a", "1500m")], 1.0, 1e9, 1, &none, &[]).unwrap_err();
+        assert!(fits(&view(&nodes, &[]), 1.0, 1e9, 1, &none, &[]).is_ok());
+        let err = fits(&view(&nodes, &[pod("a", "1500m")]), 1.0, 1e9, 1, &none, &[]).unwrap_err();
         assert_eq!(err.reason, "InsufficientCapacity");
         let tol = Toleration {
             key: Some("dedicated".into()),
             operator: Some("Exists".into()),
             ..Default::default()
         };
-        assert!(fits(&nodes, &[pod("a", "1500m")], 1.0, 1e9, 1, &none, &[tol]).is_ok());
+        assert!(fits(&view(&nodes, &[pod("a", "1500m")]), 1.0, 1e9, 1, &none, &[tol]).is_ok());
         let sel = BTreeMap::from([("zone".to_owned(), "x".to_owned())]);
         assert_eq!(
-            fits(&nodes, &[], 1.0, 1.0, 1, &sel, &[]).unwrap_err().reason,
+            fits(&view(&nodes, &[]), 1.0, 1.0, 1, &sel, &[])
+                .unwrap_err()
+                .reason,
             "NoSchedulableNodes"
         );
     }
@@ -347,14 +410,14 @@ mod tests {
         let none = BTreeMap::new();
         let nodes = [node("a", "2", None), node("b", "3", None)];
         assert!(
-            fits(&nodes, &[], 1.0, 1e9, 5, &none, &[]).is_ok(),
+            fits(&view(&nodes, &[]), 1.0, 1e9, 5, &none, &[]).is_ok(),
             "2 + 3 pods of 1 cpu"
         );
-        let err = fits(&nodes, &[], 1.0, 1e9, 6, &none, &[]).unwrap_err();
+        let err = fits(&view(&nodes, &[]), 1.0, 1e9, 6, &none, &[]).unwrap_err();
         assert_eq!(err.reason, "InsufficientCapacity");
         assert!(err.message.contains("room for 5 of 6"), "{}", err.message);
         assert!(
-            fits(&nodes, &[], 0.0, 0.0, 1000, &none, &[]).is_ok(),
+            fits(&view(&nodes, &[]), 0.0, 0.0, 1000, &none, &[]).is_ok(),
             "no requests: always fits"
         );
     }

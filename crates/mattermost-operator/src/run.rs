@@ -72,10 +72,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         state.set_starting();
     }
 
-    settings.capacity_check = controller::can_list_nodes(&client).await;
+    settings.capacity_check = controller::can_watch_capacity(&client).await;
     if !settings.capacity_check {
         warn!(
-            "this service account may not list nodes: the capacity preflight is skipped (namespace-scoped mode)"
+            "this service account may not watch nodes and pods in all namespaces: the capacity preflight is skipped (namespace-scoped mode)"
         );
     }
     let (stop, shutdown) = Shutdown::channel();

@@ -87,6 +87,18 @@ impl Health {
     }
 }
 
+/// Waits until `store` has its initial list. Polls, because a store's readiness signal wakes
+/// only one of several waiters (a controller also waits on its main store).
+pub async fn wait_synced<K>(store: &kube::runtime::reflector::Store<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+        .await
+        .is_err()
+    {}
+}
+
 /// Applies the short backoff to `stream`, records its errors and events in `health` under
 /// `name`, and drops the errors (they are logged once per outage).
 pub fn guarded<S, T>(

@@ -86,15 +86,33 @@ pub fn kubectl_path() -> PathBuf {
     state_dir().join("bin/kubectl")
 }
 
+/// The state directory of a second control plane, for tests of several clusters at once (one per
+/// site): `TESTENV_DIR_B`, default `<state_dir>-b`. `hack/test.sh` starts and stops it.
+pub fn second_state_dir() -> PathBuf {
+    std::env::var_os("TESTENV_DIR_B")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let mut dir = state_dir().into_os_string();
+            dir.push("-b");
+            PathBuf::from(dir)
+        })
+}
+
 static UP: Mutex<()> = Mutex::new(());
 
 /// Runs `hack/testenv/up.sh` (idempotent: a live control plane is reused). Serialised within the
 /// test process; the script itself is safe to run twice.
 pub fn ensure_cluster_up() -> Result<()> {
+    ensure_cluster_up_at(&state_dir())
+}
+
+/// [`ensure_cluster_up`] for the control plane whose state directory is `dir`.
+pub fn ensure_cluster_up_at(dir: &Path) -> Result<()> {
     let _guard = UP.lock().unwrap_or_else(|p| p.into_inner());
     let script = repo_root().join("hack/testenv/up.sh");
     let out = std::process::Command::new("bash")
         .arg(&script)
+        .env("TESTENV_DIR", dir)
         .output()
         .map_err(|e| Error::ClusterUp(format!("{}: {e}", script.display())))?;
     if !out.status.success() {
@@ -107,21 +125,28 @@ pub fn ensure_cluster_up() -> Result<()> {
 
 /// A client for the local control plane, starting it first when it is not up.
 pub async fn client() -> Result<Client> {
-    if let Some(c) = live_client().await {
-        return Ok(c);
-    }
-    tokio::task::spawn_blocking(ensure_cluster_up)
-        .await
-        .map_err(|e| Error::ClusterUp(e.to_string()))??;
-    client_from(&kubeconfig_path()).await
+    client_at(&state_dir()).await
 }
 
-async fn live_client() -> Option<Client> {
-    let path = kubeconfig_path();
+/// A client for the control plane whose state directory is `dir` (its kubeconfig is
+/// `dir/kubeconfig`), starting it first when it is not up.
+pub async fn client_at(dir: &Path) -> Result<Client> {
+    let path = dir.join("kubeconfig");
+    if let Some(c) = live_client(&path).await {
+        return Ok(c);
+    }
+    let owned = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || ensure_cluster_up_at(&owned))
+        .await
+        .map_err(|e| Error::ClusterUp(e.to_string()))??;
+    client_from(&path).await
+}
+
+async fn live_client(path: &Path) -> Option<Client> {
     if !path.exists() {
         return None;
     }
-    let client = client_from(&path).await.ok()?;
+    let client = client_from(path).await.ok()?;
     let ready = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await;
     matches!(ready, Ok(Ok(_))).then_some(client)
 }

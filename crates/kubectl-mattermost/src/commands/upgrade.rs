@@ -46,8 +46,7 @@ pub struct PlanLine {
 
 /// What the cluster tells us once, for every installation of a plan.
 pub struct Facts {
-    nodes: Vec<Node>,
-    pods: Vec<Pod>,
+    cluster: preflight::ClusterView,
     secrets: BTreeMap<String, Vec<String>>,
 }
 
@@ -69,7 +68,10 @@ impl Facts {
                 .await?;
             secrets.insert(ns, list.items.iter().map(ResourceExt::name_any).collect());
         }
-        Ok(Self { nodes, pods, secrets })
+        Ok(Self {
+            cluster: preflight::ClusterView::from_lists(&nodes, &pods),
+            secrets,
+        })
     }
 
     /// Failed checks of upgrading `mm` to `version`: downgrade, secrets, capacity for one more pod.
@@ -96,7 +98,7 @@ impl Facts {
         }
         if !mm.spec.skip_capacity_check()
             && !mm.spec.recreate_strategy()
-            && let Err(b) = preflight::installation_fits(&self.nodes, &self.pods, mm, 1)
+            && let Err(b) = preflight::installation_fits(&self.cluster, mm, 1)
         {
             out.push(format!("{}: {}", b.reason, b.message));
         }
@@ -105,16 +107,7 @@ impl Facts {
 
     /// Nodes that are Ready and schedulable.
     pub fn schedulable_nodes(&self) -> usize {
-        self.nodes
-            .iter()
-            .filter(|n| !n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false))
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count()
+        self.cluster.nodes.values().filter(|n| n.schedulable).count()
     }
 }
 
@@ -393,20 +386,10 @@ pub async fn run_rollback(ctx: &Ctx, names: &[String], wait: bool, timeout: Dura
     };
     let mut targets = Vec::new();
     for mm in &mms {
-        let Some(version) = fleet::rollback_target(mm) else {
+        let Some((version, spec)) = fleet::rollback_spec(mm) else {
             println!("{}: no stable version to go back to; skipped", key(mm));
             continue;
         };
-        let status = mm.status.clone().unwrap_or_default();
-        let image = if Some(&version) == status.last_stable_version.as_ref() {
-            status.last_stable_image.clone()
-        } else {
-            status.previous_stable_image.clone()
-        };
-        let mut spec = json!({"version": version});
-        if let Some(image) = image.filter(|i| i != mm.spec.image()) {
-            spec["image"] = image.into();
-        }
         let api: Api<Mattermost> = Api::namespaced(ctx.client.clone(), &mm.namespace().unwrap_or_default());
         api.patch(&mm.name_any(), &pp, &Patch::Merge(json!({ "spec": spec })))
             .await?;

@@ -32,7 +32,11 @@ impl Fleet {
     /// `per_ns` installations (1 replica, external DB and S3) in each of `n_ns` new namespaces,
     /// labelled `fleet=<prefix>`, reconciled by an operator with a rollout cap of `cap`.
     pub async fn new(prefix: &str, n_ns: usize, per_ns: usize, cap: usize) -> Self {
-        let client = testenv::client().await.unwrap();
+        Self::on(testenv::client().await.unwrap(), prefix, n_ns, per_ns, cap).await
+    }
+
+    /// [`Fleet::new`] on the cluster of `client` (the second control plane for two-site tests).
+    pub async fn on(client: Client, prefix: &str, n_ns: usize, per_ns: usize, cap: usize) -> Self {
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in mattermost_api::crds() {
             let name = crd.name_any();
@@ -84,6 +88,7 @@ impl Fleet {
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
             resync_period: Duration::from_secs(300),
+            migration_step_deadline: Duration::from_secs(600),
         };
         let metrics = Arc::new(Metrics::new(&["mattermost"], 8));
         self.operator = tokio::spawn(controller::run(

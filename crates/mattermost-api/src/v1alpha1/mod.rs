@@ -281,6 +281,9 @@ pub struct MigrationStatus {
     /// Why the migration stopped, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the current step started (an addition): the step deadline counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// Migration steps, as recorded in `status.migration.status`.
@@ -297,6 +300,19 @@ pub mod step {
     pub const REFUSED: &str = "Refused";
     /// Waiting for a slot under `MAX_RECONCILING_INSTALLATIONS`.
     pub const WAITING: &str = "WaitingForSlot";
+    /// The cluster lacks room for the new pods; nothing was changed yet.
+    pub const NO_CAPACITY: &str = "WaitingForCapacity";
     /// Every step, for the `step` label of `mattermost_operator_migrations`.
-    pub const ALL: &[&str] = &[WAITING, ORPHANING, NEW_DEPLOYMENT, HANDOVER, CLEANUP, REFUSED];
+    pub const ALL: &[&str] = &[
+        WAITING,
+        NO_CAPACITY,
+        ORPHANING,
+        NEW_DEPLOYMENT,
+        HANDOVER,
+        CLEANUP,
+        REFUSED,
+    ];
+
+    /// Steps during which pods are doubled: they hold a rollout slot.
+    pub const UNDER_WAY: &[&str] = &[ORPHANING, NEW_DEPLOYMENT, HANDOVER, CLEANUP];
 }

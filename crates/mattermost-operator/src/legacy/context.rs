@@ -48,4 +48,18 @@ pub(super) struct Ctx {
     pub(super) client: Client,
     pub(super) recorder: Recorder,
     pub(super) slots: Arc<RolloutSlots>,
+    /// How long a migration step may take before it is reported stalled.
+    pub(super) step_deadline: Duration,
+    /// The capacity preflight's view (`None`: may not watch Nodes; the check is skipped).
+    pub(super) capacity: Option<Arc<crate::capacity::Capacity>>,
+}
+
+/// Settings of the `ClusterInstallation` controller.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Reconciles running at once.
+    pub concurrency: u16,
+    /// How long a migration step may take before it is reported `Stalled` and gives its rollout
+    /// slot back.
+    pub step_deadline: Duration,
 }

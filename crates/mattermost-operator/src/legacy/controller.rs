@@ -16,12 +16,16 @@ use mattermost_api::v1beta1::Mattermost;
 use tracing::warn;
 
 use super::children::{as_mattermost, available, is_legacy, legacy_children};
+use super::context::Settings;
 use super::context::{CONTROLLER, Ctx, Error, REQUEUE};
-use super::migration::{migrate, migrated_from, move_owners, release_finalizer, step};
+use super::migration::{
+    migrate, migrated_from, migration_slot, move_owners, release_finalizer, step, under_way,
+};
 use super::report::{event, set_kstatus, set_reconciled, write_status};
 use crate::apply;
 use crate::observe;
-use crate::rollout_cap::RolloutSlots;
+use crate::rollout_cap::Slot;
+use kube::runtime::reflector::ObjectRef;
 
 /// Entry point for the controller: one reconcile, measured.
 async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -34,19 +38,25 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
 #[tracing::instrument(skip_all, fields(name = %ci.name_any(), namespace = ci.namespace().unwrap_or_default()))]
 async fn reconcile_inner(ci: Arc<ClusterInstallation>, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     let ctx = ctx.clone();
+    let ns = ci.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    if ci.meta().deletion_timestamp.is_some() || !ci.spec.migrate.unwrap_or(false) {
+        // Deleted or reverted: a migration's slot goes back at once.
+        ctx.slots.release(&migration_slot(&ns, &ci.name_any()));
+    }
     if ci.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let ns = ci.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<ClusterInstallation> = Api::namespaced(ctx.client.clone(), &ns);
     let mut status = ci.status.clone().unwrap_or_default();
     let mm = match as_mattermost(&ci) {
         Ok(mm) => mm,
         Err(e) => {
             // Not something this operator runs (blue-green, canary, operator-managed backends).
+            ctx.slots.release(&migration_slot(&ns, &ci.name_any()));
             let refused = MigrationStatus {
                 status: Some(step::REFUSED.to_owned()),
                 error: Some(e.to_string()),
+                since: None,
             };
             if ci.spec.migrate.unwrap_or(false) && status.migration.as_ref() != Some(&refused) {
                 event(&ctx, &ci, EventType::Warning, "MigrationRefused", e.to_string()).await;
@@ -115,11 +125,11 @@ async fn reconcile_inner(ci: Arc<ClusterInstallation>, ctx: &Arc<Ctx>) -> Result
     }
     let (svc, sa, ing, dep) = legacy_children(&ci, &mm, &observed.inputs);
     if let Some(sa) = sa {
-        apply::ensure(&ctx.client, None, sa, &uid).await?;
+        apply::ensure_uncached(&ctx.client, sa, &uid).await?;
     }
-    apply::ensure(&ctx.client, None, svc, &uid).await?;
+    apply::ensure_uncached(&ctx.client, svc, &uid).await?;
     if let Some(ing) = ing {
-        apply::ensure(&ctx.client, None, ing, &uid).await?;
+        apply::ensure_uncached(&ctx.client, ing, &uid).await?;
     }
     let live = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&ci.name_any())
@@ -134,7 +144,7 @@ async fn reconcile_inner(ci: Arc<ClusterInstallation>, ctx: &Arc<Ctx>) -> Result
         }
         return Ok(Action::requeue(REQUEUE));
     }
-    apply::ensure(&ctx.client, None, dep, &uid).await?;
+    apply::ensure_uncached(&ctx.client, dep, &uid).await?;
     let live = Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&ci.name_any())
         .await?;
@@ -170,9 +180,8 @@ pub async fn run(
     clients: crate::client::Clients,
     health: crate::watch::Health,
     namespace: Option<String>,
-    concurrency: u16,
-    slots: Arc<RolloutSlots>,
-    metrics: Arc<crate::metrics::Metrics>,
+    settings: Settings,
+    fleet: crate::fleet::Fleet,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = clients.requests;
@@ -196,29 +205,48 @@ pub async fn run(
         instance: std::env::var("POD_NAME").ok(),
     };
     let ctx = Arc::new(Ctx {
-        metrics,
+        metrics: fleet.metrics,
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
-        slots,
+        slots: fleet.slots,
+        capacity: fleet.capacity,
+        step_deadline: settings.step_deadline,
     });
-    let counting = tokio::spawn(count_migrations(store.clone(), ctx.metrics.clone()));
+    let seeding = tokio::spawn({
+        let (store, slots) = (store.clone(), ctx.slots.clone());
+        async move {
+            crate::watch::wait_synced(&store).await;
+            slots.seed(under_way(store.state().iter().map(|ci| &**ci)));
+        }
+    });
+    let counting = tokio::spawn(count_migrations(store.clone(), ctx.clone(), namespace));
     Controller::for_stream(stream, store)
         .trigger_backoff(crate::watch::backoff())
-        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .with_config(ControllerConfig::default().concurrency(settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
     counting.abort();
+    seeding.abort();
 }
 
 /// The migrations-by-step gauge, from the cache every 10 s (a deleted `ClusterInstallation`
-/// leaves the cache, so a finished migration drops out on its own).
+/// leaves the cache, so a finished migration drops out on its own); and the slots of migrations
+/// whose `ClusterInstallation` is gone or no longer migrating go back.
 async fn count_migrations(
     store: kube::runtime::reflector::Store<ClusterInstallation>,
-    metrics: Arc<crate::metrics::Metrics>,
+    ctx: Arc<Ctx>,
+    namespace: Option<String>,
 ) {
+    let metrics = ctx.metrics.clone();
     loop {
+        ctx.slots.release_gone(namespace.as_deref(), |slot| match slot {
+            Slot::Migration { namespace, name } => store
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some_and(|ci| ci.spec.migrate.unwrap_or(false)),
+            Slot::Rollout { .. } => true,
+        });
         let mut counts: Vec<(String, i64)> = Vec::new();
         for ci in store.state() {
             let Some(step) = ci

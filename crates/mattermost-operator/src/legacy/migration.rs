@@ -7,6 +7,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -14,7 +15,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use mattermost_api::v1alpha1::{ClusterInstallation, ClusterInstallationStatus, MigrationStatus};
 use mattermost_api::v1beta1::Mattermost;
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
+
+use crate::rollout_cap::Slot;
 
 use super::children::{available, ci_owner, is_legacy};
 use super::context::{Ctx, Error, LEGACY_INSTALLATION_LABEL, REQUEUE};
@@ -88,19 +91,55 @@ pub(super) async fn migrate(
     let client = &ctx.client;
     let deps: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let mms: Api<Mattermost> = Api::namespaced(client.clone(), &ns);
+    let before = status.migration.clone().unwrap_or_default();
+    let before_step = before.status.clone();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    // The step's start is kept while the step does not change; the deadline counts from it.
     let set_step = |status: &mut ClusterInstallationStatus, step: &str| {
+        let same = before_step.as_deref() == Some(step);
         status.migration = Some(MigrationStatus {
             status: Some(step.to_owned()),
             error: None,
+            since: if same {
+                before.since.clone()
+            } else {
+                Some(now.clone())
+            },
         });
     };
-    let before = status.migration.as_ref().and_then(|m| m.status.clone());
-    // Migrations share the rollout cap; one already under way (e.g. before a restart) keeps going.
-    let slot = format!("migration:{ns}/{name}");
-    let under_way = before
+    let slot = migration_slot(&ns, &name);
+    let under_way = before_step
         .as_deref()
-        .is_some_and(|s| s != step::WAITING && s != step::REFUSED);
-    if !ctx.slots.acquire(&slot, under_way) {
+        .is_some_and(|s| step::UNDER_WAY.contains(&s));
+    if !under_way {
+        // Nothing changed yet: the new pods must fit before the old Deployment is touched.
+        if let Some(Err(b)) = ctx
+            .capacity
+            .as_ref()
+            .filter(|_| !mm.spec.skip_capacity_check())
+            .map(|c| c.check(mm, u32::try_from(mm.spec.effective_replicas()).unwrap_or(0)))
+        {
+            ctx.slots.release(&slot);
+            if before_step.as_deref() != Some(step::NO_CAPACITY) {
+                event(ctx, ci, EventType::Warning, b.reason, b.message.clone()).await;
+            }
+            set_step(&mut status, step::NO_CAPACITY);
+            status.state = Some("reconciling".to_owned());
+            let message = format!("migration waits for room for the new pods: {}", b.message);
+            set_kstatus(
+                &mut status,
+                ci.metadata.generation,
+                None,
+                Some((b.reason, message)),
+            );
+            write_status(api, ci, status).await?;
+            return Ok(Action::requeue(STALLED_RECHECK));
+        }
+    }
+    // A step past its deadline gave its slot back; it is retried without one (its pods already
+    // exist) and takes one again once it moves on.
+    let stalled = before.error.is_some() && under_way;
+    if !stalled && !ctx.slots.acquire(&slot).await {
         set_step(&mut status, step::WAITING);
         status.state = Some("reconciling".to_owned());
         set_kstatus(
@@ -226,13 +265,12 @@ pub(super) async fn migrate(
             }
         }
     };
-    if before.as_deref() != Some(step) {
+    if before_step.as_deref() != Some(step) {
         info!(name, step, "migration step");
         event(ctx, ci, EventType::Normal, "MigrationStep", step.to_owned()).await;
     }
     set_step(&mut status, step);
     status.state = Some("reconciling".to_owned());
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
     let msg = format!("migrating to Mattermost {name}: {step}");
     crate::status::conditions::upsert(
         &mut status.conditions,
@@ -245,9 +283,91 @@ pub(super) async fn migrate(
             &now,
         ),
     );
+    let since = status.migration.as_ref().and_then(|m| m.since.as_ref());
+    if let Some(late) = since.and_then(|t| overdue(t, &now, ctx.step_deadline)) {
+        // Stuck: say so, and let the others have the slot. Nothing is undone; a fix or a
+        // revert (`spec.migrate: false`) moves it on.
+        let message = format!(
+            "migration step {step} has not completed for {} (deadline {}); the rollout slot was released. Fix the \
+             cause (see the new Deployment's pods) or revert with spec.migrate: false",
+            humantime(late),
+            humantime(ctx.step_deadline)
+        );
+        if !stalled {
+            warn!(name, step, "migration step deadline exceeded");
+            event(
+                ctx,
+                ci,
+                EventType::Warning,
+                STEP_DEADLINE_EXCEEDED,
+                message.clone(),
+            )
+            .await;
+        }
+        ctx.slots.release(&slot);
+        if let Some(m) = status.migration.as_mut() {
+            m.error = Some(message.clone());
+        }
+        set_kstatus(
+            &mut status,
+            ci.metadata.generation,
+            None,
+            Some((STEP_DEADLINE_EXCEEDED, message)),
+        );
+        write_status(api, ci, status).await?;
+        return Ok(Action::requeue(STALLED_RECHECK));
+    }
     set_kstatus(&mut status, ci.metadata.generation, Some((step, msg)), None);
     write_status(api, ci, status).await?;
     Ok(Action::requeue(REQUEUE))
+}
+
+/// Reason of a migration step past its deadline.
+pub const STEP_DEADLINE_EXCEEDED: &str = "MigrationStepDeadlineExceeded";
+/// How often a stalled or capacity-blocked migration is looked at again.
+const STALLED_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long the step that started at `since` has run, when that is past `deadline`.
+fn overdue(since: &Time, now: &Time, deadline: std::time::Duration) -> Option<std::time::Duration> {
+    let ran = now.0.duration_since(since.0);
+    let ran = std::time::Duration::try_from(ran).ok()?;
+    (ran > deadline).then_some(ran)
+}
+
+fn humantime(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The slot of a migration.
+pub(super) fn migration_slot(namespace: &str, name: &str) -> Slot {
+    Slot::Migration {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    }
+}
+
+/// The migrations a controller's cache shows under way, oldest step first (to rebuild the slots
+/// after a restart); stalled ones gave theirs back.
+pub(super) fn under_way<'a>(cis: impl IntoIterator<Item = &'a ClusterInstallation>) -> Vec<Slot> {
+    let mut v: Vec<(Option<Time>, Slot)> = cis
+        .into_iter()
+        .filter(|ci| ci.spec.migrate.unwrap_or(false))
+        .filter_map(|ci| {
+            let m = ci.status.as_ref()?.migration.as_ref()?;
+            let rolling = m.error.is_none() && step::UNDER_WAY.contains(&m.status.as_deref()?);
+            rolling.then(|| {
+                let slot = migration_slot(&ci.namespace().unwrap_or_default(), &ci.name_any());
+                (m.since.clone(), slot)
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.as_ref().map(|t| t.0).cmp(&b.0.as_ref().map(|t| t.0)));
+    v.into_iter().map(|(_, s)| s).collect()
 }
 
 /// Moves every object the ClusterInstallation controls to the Mattermost: the new Deployment,
@@ -272,11 +392,12 @@ pub(crate) async fn move_owners(
     from_uid: &str,
     to: &OwnerReference,
 ) -> Result<(), Error> {
+    // Metadata only: the hand-over never reads (or answers with) Secret values.
     async fn move_kind<K>(api: Api<K>, from_uid: &str, to: &OwnerReference) -> Result<(), Error>
     where
         K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        for obj in api.list(&ListParams::default()).await?.items {
+        for obj in api.list_metadata(&ListParams::default()).await?.items {
             if !obj.owner_references().iter().any(|o| o.uid == from_uid) {
                 continue;
             }
@@ -288,7 +409,7 @@ pub(crate) async fn move_owners(
                 .collect();
             refs.push(to.clone());
             let patch = json!({"metadata": {"ownerReferences": refs}});
-            api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            api.patch_metadata(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
         Ok(())

@@ -20,6 +20,6 @@ mod controller;
 mod migration;
 mod report;
 
-pub use context::{CONTROLLER, Error, LEGACY_INSTALLATION_LABEL, LEGACY_RESOURCE_LABEL};
+pub use context::{CONTROLLER, Error, LEGACY_INSTALLATION_LABEL, LEGACY_RESOURCE_LABEL, Settings};
 pub use controller::run;
-pub use migration::{MIGRATED_FROM, MIGRATION_FINALIZER, revert_on_delete, step};
+pub use migration::{MIGRATED_FROM, MIGRATION_FINALIZER, STEP_DEADLINE_EXCEEDED, revert_on_delete, step};

@@ -13,13 +13,12 @@ use tracing::info;
 use super::context::{Context, cached};
 use super::jobs::verification_failed;
 use super::outcome::ChildrenOutcome;
-use super::upgrade::{StableHistory, upgrade_gate};
+use super::upgrade::{StableHistory, config_gate, upgrade_gate};
 use crate::apply::{self, Applied, ApplyError};
 use crate::desired::deployment::{main_image, set_container_image, set_main_image};
 use crate::desired::labels::INSTALLATION_LABEL;
 use crate::desired::names::Names;
 use crate::desired::{self, Inputs, patch::apply_json_patch};
-use crate::preflight;
 use crate::status::{self, Failure, Gate};
 
 /// Notes `desired` as missing when its cached counterpart is absent or being deleted.
@@ -133,14 +132,16 @@ pub(super) async fn apply_children(
     let image_change = live.is_some() && live_image != new_image;
     desired::deferred::defer_pod_defaults(mm, &mut dep, live.as_ref());
 
+    let template_change = live.as_ref().is_some_and(|l| !apply::same_pod_template(&dep, l));
     out.gate = match new_image.as_deref() {
         Some(image) if image_change => {
             upgrade_gate(ctx, mm, names, uid, inputs, image, &history, rolled_back, out).await?
         }
+        _ if template_change => config_gate(ctx, names).await,
         _ => Gate::Open,
     };
     if matches!(out.gate, Gate::Open | Gate::Passed { .. }) {
-        out.scale_blocked = scale_up_preflight(ctx, mm, &mut dep, live.as_ref()).await;
+        out.scale_blocked = scale_up_preflight(ctx, mm, &mut dep, live.as_ref());
         if let Applied::Written(obj) = apply::ensure(client, live, dep, uid).await? {
             out.rollout_started = image_change;
             out.deployment = obj;
@@ -173,7 +174,7 @@ pub(super) async fn apply_children(
 
 /// A scale-up passes the same capacity preflight as an upgrade: refused, the Deployment keeps its
 /// live replica count and the installation reports why.
-async fn scale_up_preflight(
+fn scale_up_preflight(
     ctx: &Context,
     mm: &Mattermost,
     desired: &mut Deployment,
@@ -186,7 +187,7 @@ async fn scale_up_preflight(
         return None;
     }
     let more = u32::try_from(want - have).unwrap_or(u32::MAX);
-    let blocked = preflight::check_capacity(&ctx.client, mm, more).await.err()?;
+    let blocked = ctx.capacity.as_ref()?.check(mm, more).err()?;
     spec.replicas = Some(have);
     Some(Failure {
         reason: blocked.reason,

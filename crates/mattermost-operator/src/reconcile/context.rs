@@ -12,6 +12,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 
 use super::retry::{Backoff, Resync};
+use crate::capacity::Capacity;
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::rollout_cap::RolloutSlots;
@@ -77,9 +78,9 @@ pub struct Context {
     pub slots: Arc<RolloutSlots>,
     /// Installations whose upgrade is blocked or failed, with the blocking reason (for the metrics).
     pub blocked: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// Whether the capacity preflight may list Nodes; without it the check is skipped and the
-    /// RolloutStarted event says so.
-    pub capacity_check: bool,
+    /// The capacity preflight's view of the cluster; `None` when the operator may not watch Nodes
+    /// (the check is skipped and the RolloutStarted event says so).
+    pub capacity: Option<Arc<Capacity>>,
     /// Retry delays of failing installations.
     pub backoff: Backoff,
     /// When stable installations are reconciled again without a trigger.

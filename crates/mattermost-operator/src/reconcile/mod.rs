@@ -30,6 +30,7 @@ use tracing::{instrument, warn};
 pub use context::UpdateJobSettings;
 pub use context::{Context, Stores};
 pub use retry::{Backoff, Resync, jittered, retry_delay};
+pub use upgrade::under_way;
 
 use crate::apply::FIELD_MANAGER;
 use crate::desired::labels::INSTALLATION_LABEL;

@@ -10,7 +10,12 @@ use crate::apply::ApplyError;
 use crate::desired::Inputs;
 use crate::desired::names::Names;
 use crate::preflight;
-use crate::status::{DEGRADED, Gate};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::rollout_cap::Slot;
+use crate::status::conditions::find;
+use crate::status::{DEGRADED, Gate, PROGRESSING};
 
 /// Image references of the last two stable versions, from status.
 #[derive(Debug, Default)]
@@ -57,7 +62,7 @@ pub(super) async fn upgrade_gate(
 ) -> Result<Gate, ApplyError> {
     let known = rolled_back || history.knows(image);
     let wants_capacity = !mm.spec.skip_capacity_check() && !mm.spec.recreate_strategy();
-    out.capacity_check_skipped = wants_capacity && !ctx.capacity_check;
+    out.capacity_check_skipped = wants_capacity && ctx.capacity.is_none();
     let job_exists = jobs::upgrade_started(ctx, names, image);
     if !known && !job_exists {
         let status = mm.status.as_ref();
@@ -78,8 +83,8 @@ pub(super) async fn upgrade_gate(
             });
         }
         if wants_capacity
-            && ctx.capacity_check
-            && let Err(b) = preflight::check_capacity(&ctx.client, mm, 1).await
+            && let Some(capacity) = &ctx.capacity
+            && let Err(b) = capacity.check(mm, 1)
         {
             return Ok(Gate::Blocked {
                 reason: b.reason,
@@ -87,7 +92,7 @@ pub(super) async fn upgrade_gate(
             });
         }
     }
-    if !ctx.slots.acquire(&slot_key(names), job_exists) {
+    if !ctx.slots.acquire(&rollout_slot(names)).await {
         return Ok(Gate::Waiting);
     }
     // Going back to a known stable version needs neither a backup nor a migration.
@@ -97,13 +102,57 @@ pub(super) async fn upgrade_gate(
     jobs::upgrade_jobs(ctx, mm, names, uid, inputs, image, out).await
 }
 
-fn slot_key(names: &Names) -> String {
-    format!("{}/{}", names.namespace, names.app)
+/// The slot of an installation's rollout.
+pub(super) fn rollout_slot(names: &Names) -> Slot {
+    Slot::Rollout {
+        namespace: names.namespace.clone(),
+        name: names.app.clone(),
+    }
+}
+
+/// A change of the pod template that is not an image change (an operator release or a spec
+/// field): it rolls every pod too, so it waits for a slot like an upgrade.
+pub(super) async fn config_gate(ctx: &Context, names: &Names) -> Gate {
+    if ctx.slots.acquire(&rollout_slot(names)).await {
+        Gate::Open
+    } else {
+        Gate::Waiting
+    }
+}
+
+/// `Progressing` reasons of an upgrade that holds a rollout slot: its Jobs and the rollout.
+const ROLLING_REASONS: [&str; 4] = [
+    "BackupRunning",
+    "UpdateJobRunning",
+    "RollingOut",
+    "VerificationRunning",
+];
+
+/// The rollouts a controller's caches show under way, oldest first (to rebuild the slots after a
+/// restart): installations whose last status says they were running the update Job or rolling.
+pub fn under_way<'a>(mms: impl IntoIterator<Item = &'a Mattermost>) -> Vec<Slot> {
+    let mut v: Vec<(Option<&Time>, Slot)> = mms
+        .into_iter()
+        .filter_map(|mm| {
+            let c = find(&mm.status.as_ref()?.conditions, PROGRESSING)?;
+            let rolling = c.status == "True" && ROLLING_REASONS.contains(&c.reason.as_str());
+            rolling.then(|| {
+                let slot = Slot::Rollout {
+                    namespace: mm.namespace().unwrap_or_default(),
+                    name: mm.name_any(),
+                };
+                (Some(&c.last_transition_time), slot)
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.map(|t| t.0).cmp(&b.0.map(|t| t.0)));
+    v.into_iter().map(|(_, s)| s).collect()
 }
 
 /// Gives rollout slots back and keeps the upgrade metrics.
 pub(super) fn track_rollout(ctx: &Context, names: &Names, status: &MattermostStatus, gate: &Gate) {
-    let key = slot_key(names);
+    let slot = rollout_slot(names);
+    let key = format!("{}/{}", names.namespace, names.app);
     let stable = status.state.as_deref() == Some(RunningState::Stable.as_str());
     let blocked = status
         .conditions
@@ -123,7 +172,7 @@ pub(super) fn track_rollout(ctx: &Context, names: &Names, status: &MattermostSta
         .iter()
         .any(|c| c.type_ == DEGRADED && c.status == "True");
     if (stable || problem)
-        && let Some(held) = ctx.slots.release(&key)
+        && let Some(held) = ctx.slots.release(&slot)
         && stable
     {
         ctx.metrics.upgrade_duration.observe(held.as_secs_f64());

@@ -35,6 +35,8 @@ pub struct Env {
     pub max_rollouts: usize,
     /// Resync period of the operator started by `start_operator` (the default: 5 min).
     pub resync_period: Duration,
+    /// Migration step deadline of the operator started by `start_operator` (default 10 min).
+    pub migration_step_deadline: Duration,
     /// Metrics of the running operator.
     pub metrics: Option<Arc<Metrics>>,
     /// Image of the verification Jobs of the operator started by `start_operator`.
@@ -74,6 +76,7 @@ impl Env {
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
             resync_period: self.resync_period,
+            migration_step_deadline: self.migration_step_deadline,
         };
         let metrics = Arc::new(Metrics::new(&["mattermost", "clusterinstallation"], 4));
         self.metrics = Some(metrics.clone());
@@ -188,6 +191,7 @@ pub async fn env_without_operator(prefix: &str) -> Env {
         operator: None,
         max_rollouts: 0,
         resync_period: Duration::from_secs(300),
+        migration_step_deadline: Duration::from_secs(600),
         metrics: None,
         operator_image: mattermost_operator::cli::default_operator_image(),
     }
