@@ -64,7 +64,7 @@ pub(super) async fn publish_events(
     }
     if outcome.rollback_started {
         let msg = format!(
-            "rollout of {} exceeded its progress deadline; restoring the last stable version",
+            "rollout of {} did not progress or failed its verification; restoring the last stable version",
             mm.spec.image_reference()
         );
         events.push((EventType::Warning, "RollingBack".to_owned(), msg, "Upgrade"));
