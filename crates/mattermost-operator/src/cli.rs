@@ -83,6 +83,21 @@ pub struct VerifyArgs {
     /// Pause between two attempts.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
+    /// A bot's access token for the smoke test (from a Secret; never printed).
+    #[arg(long, env = "VERIFY_SMOKE_TOKEN", hide_env_values = true)]
+    pub smoke_token: Option<String>,
+    /// Channel the smoke test posts to.
+    #[arg(long, env = "VERIFY_SMOKE_CHANNEL")]
+    pub smoke_channel: Option<String>,
+}
+
+impl VerifyArgs {
+    /// The smoke test, when both a token and a channel were given.
+    pub fn smoke_test(&self) -> Option<crate::verify::SmokeTest> {
+        let token = self.smoke_token.clone().filter(|t| !t.is_empty())?;
+        let channel_id = self.smoke_channel.clone().filter(|c| !c.is_empty())?;
+        Some(crate::verify::SmokeTest { token, channel_id })
+    }
 }
 
 /// The operator's own image, which the verification Jobs run: this build's release.

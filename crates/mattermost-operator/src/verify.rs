@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -50,6 +50,14 @@ pub enum VerifyError {
         /// `filestore_status`.
         filestore: String,
     },
+    /// A core function failed with the bot token (`--smoke-token`).
+    #[error("smoke test: {step}: {message}")]
+    SmokeTest {
+        /// What was tried.
+        step: &'static str,
+        /// What went wrong (never the token).
+        message: String,
+    },
     /// The server runs another version (the old pods still serve, or the image lies).
     #[error("server reports version {reported}, expected {expected}")]
     WrongVersion {
@@ -68,6 +76,7 @@ impl VerifyError {
             VerifyError::BadResponse { .. } => "BadResponse",
             VerifyError::Unhealthy { .. } => "ServerUnhealthy",
             VerifyError::WrongVersion { .. } => "WrongVersion",
+            VerifyError::SmokeTest { .. } => "SmokeTestFailed",
         }
     }
 }
@@ -132,27 +141,29 @@ pub fn judge(
     Ok(ServerReport { version: reported })
 }
 
-/// One ping of the server at `base_url` (`http://host:port`).
-pub async fn check(base_url: &str, expected: &str) -> Result<ServerReport, VerifyError> {
-    let url = format!("{}{PING_PATH}", base_url.trim_end_matches('/'));
-    let unreachable = |message: String| VerifyError::Unreachable {
-        url: url.clone(),
-        message,
-    };
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| unreachable(format!("invalid URL: {e}")))?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-    let request = http::Request::get(uri)
-        .header(http::header::ACCEPT, "application/json")
-        .body(Empty::new())
-        .map_err(|e| unreachable(e.to_string()))?;
+/// One HTTP answer: status, `X-Version-Id`, body.
+struct Answer {
+    status: http::StatusCode,
+    version: Option<String>,
+    body: Bytes,
+}
+
+/// One request; `token` becomes a bearer `Authorization` header.
+async fn send(method: http::Method, url: &str, token: Option<&str>, body: Bytes) -> Result<Answer, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::ACCEPT, "application/json");
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
     let exchange = async {
-        let response = client
-            .request(request)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let header = response
+        let response = client.request(request).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let version = response
             .headers()
             .get(VERSION_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -161,14 +172,127 @@ pub async fn check(base_url: &str, expected: &str) -> Result<ServerReport, Verif
             .into_body()
             .collect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?
+            .map_err(|e| e.to_string())?
             .to_bytes();
-        Ok((header, body))
+        Ok(Answer {
+            status,
+            version,
+            body,
+        })
     };
-    let (header, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .map_err(|_| unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
-    judge(&body, header.as_deref(), expected, &url)
+        .map_err(|_| format!("no answer within {REQUEST_TIMEOUT:?}"))?
+}
+
+/// One ping of the server at `base_url` (`http://host:port`).
+pub async fn check(base_url: &str, expected: &str) -> Result<ServerReport, VerifyError> {
+    let url = format!("{}{PING_PATH}", base_url.trim_end_matches('/'));
+    let answer = send(http::Method::GET, &url, None, Bytes::new())
+        .await
+        .map_err(|message| VerifyError::Unreachable {
+            url: url.clone(),
+            message,
+        })?;
+    judge(&answer.body, answer.version.as_deref(), expected, &url)
+}
+
+/// A bot and a channel for the smoke test.
+#[derive(Clone)]
+pub struct SmokeTest {
+    /// The bot's access token (never printed).
+    pub token: String,
+    /// Channel the test post goes to.
+    pub channel_id: String,
+}
+
+impl std::fmt::Debug for SmokeTest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmokeTest")
+            .field("channel_id", &self.channel_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The upgrade guide's "core functions work" with a bot token: who am I, upload a file, post it
+/// to the channel, read the file back, delete the post.
+pub async fn smoke_test(base_url: &str, smoke: &SmokeTest) -> Result<(), VerifyError> {
+    let base = format!("{}/api/v4", base_url.trim_end_matches('/'));
+    let token = Some(smoke.token.as_str());
+    let call = |step: &'static str, method: http::Method, url: String, body: Bytes| async move {
+        let fail = |message: String| VerifyError::SmokeTest { step, message };
+        let answer = send(method, &url, token, body).await.map_err(fail)?;
+        if !answer.status.is_success() {
+            return Err(fail(format!("HTTP {}", answer.status)));
+        }
+        Ok(answer.body)
+    };
+    let field = |step: &'static str, body: &[u8], pointer: &str| {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.pointer(pointer).and_then(|x| x.as_str()).map(str::to_owned))
+            .ok_or(VerifyError::SmokeTest {
+                step,
+                message: format!("no {pointer} in the answer"),
+            })
+    };
+    let me = call(
+        "log in",
+        http::Method::GET,
+        format!("{base}/users/me"),
+        Bytes::new(),
+    )
+    .await?;
+    field("log in", &me, "/id")?;
+    let content = Bytes::from(format!(
+        "mattermost-operator upgrade smoke test {}",
+        jiff::Timestamp::now()
+    ));
+    let upload = call(
+        "upload a file",
+        http::Method::POST,
+        format!(
+            "{base}/files?channel_id={}&filename=upgrade-smoke-test.txt",
+            smoke.channel_id
+        ),
+        content.clone(),
+    )
+    .await?;
+    let file_id = field("upload a file", &upload, "/file_infos/0/id")?;
+    let post = serde_json::json!({
+        "channel_id": smoke.channel_id,
+        "message": "Upgrade verified by mattermost-operator.",
+        "file_ids": [file_id],
+    });
+    let posted = call(
+        "post to the channel",
+        http::Method::POST,
+        format!("{base}/posts"),
+        Bytes::from(post.to_string()),
+    )
+    .await?;
+    let post_id = field("post to the channel", &posted, "/id")?;
+    let read = call(
+        "read the file back",
+        http::Method::GET,
+        format!("{base}/files/{file_id}"),
+        Bytes::new(),
+    )
+    .await?;
+    if read != content {
+        return Err(VerifyError::SmokeTest {
+            step: "read the file back",
+            message: "the content differs from what was uploaded".to_owned(),
+        });
+    }
+    call(
+        "delete the post",
+        http::Method::DELETE,
+        format!("{base}/posts/{post_id}"),
+        Bytes::new(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Pings until the server passes or `timeout` is over (pods that just became Ready may still
@@ -189,13 +313,22 @@ pub async fn verify(
     }
 }
 
+/// [`verify`], then the smoke test when a bot token was given.
+pub async fn verify_all(args: &crate::cli::VerifyArgs) -> Result<ServerReport, VerifyError> {
+    let report = verify(&args.url, &args.expect_version, args.timeout, args.interval).await?;
+    if let Some(smoke) = args.smoke_test() {
+        smoke_test(&args.url, &smoke).await?;
+    }
+    Ok(report)
+}
+
 /// Where Kubernetes reads a container's termination message.
 const TERMINATION_LOG: &str = "/dev/termination-log";
 
 /// Runs the `verify` subcommand: prints the result, and on failure also writes it where
 /// Kubernetes picks it up as the Job pod's termination message.
 pub async fn run(args: &crate::cli::VerifyArgs) -> std::process::ExitCode {
-    match verify(&args.url, &args.expect_version, args.timeout, args.interval).await {
+    match verify_all(args).await {
         Ok(report) => {
             println!(
                 "server healthy (database, file store) at version {}",
@@ -334,5 +467,103 @@ mod tests {
         };
         let err = check(&format!("http://{closed}"), "10.9.0").await.unwrap_err();
         assert_eq!(err.reason(), "ServerUnreachable");
+    }
+
+    /// A local server with the API calls of the smoke test; the file store keeps one file.
+    async fn fake_api() -> String {
+        use axum::extract::{Path, State};
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::response::IntoResponse;
+        use axum::routing::{delete, get, post};
+        use std::sync::{Arc, Mutex};
+
+        type Files = Arc<Mutex<Option<bytes::Bytes>>>;
+        fn authorized(h: &HeaderMap) -> bool {
+            h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer bot-token")
+        }
+        async fn me(h: HeaderMap) -> axum::response::Response {
+            if !authorized(&h) {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            axum::Json(serde_json::json!({"id": "u1", "username": "upgrade-bot"})).into_response()
+        }
+        async fn upload(
+            h: HeaderMap,
+            State(files): State<Files>,
+            body: bytes::Bytes,
+        ) -> axum::response::Response {
+            if !authorized(&h) {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            if let Ok(mut f) = files.lock() {
+                *f = Some(body);
+            }
+            (
+                StatusCode::CREATED,
+                axum::Json(serde_json::json!({"file_infos": [{"id": "f1"}]})),
+            )
+                .into_response()
+        }
+        async fn create_post(h: HeaderMap, body: bytes::Bytes) -> axum::response::Response {
+            let post: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if !authorized(&h) || post["channel_id"] != "town-square" || post["file_ids"][0] != "f1" {
+                return StatusCode::BAD_REQUEST.into_response();
+            }
+            (StatusCode::CREATED, axum::Json(serde_json::json!({"id": "p1"}))).into_response()
+        }
+        async fn read(Path(id): Path<String>, State(files): State<Files>) -> axum::response::Response {
+            match files.lock().ok().and_then(|f| f.clone()) {
+                Some(b) if id == "f1" => b.into_response(),
+                _ => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+        async fn remove(Path(id): Path<String>) -> StatusCode {
+            if id == "p1" {
+                StatusCode::OK
+            } else {
+                StatusCode::NOT_FOUND
+            }
+        }
+        let app = axum::Router::new()
+            .route("/api/v4/users/me", get(me))
+            .route("/api/v4/files", post(upload))
+            .route("/api/v4/files/{id}", get(read))
+            .route("/api/v4/posts", post(create_post))
+            .route("/api/v4/posts/{id}", delete(remove))
+            .with_state(Files::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn the_smoke_test_logs_in_uploads_posts_reads_back_and_cleans_up() {
+        let base = fake_api().await;
+        let smoke = SmokeTest {
+            token: "bot-token".into(),
+            channel_id: "town-square".into(),
+        };
+        smoke_test(&base, &smoke).await.unwrap();
+        let wrong = SmokeTest {
+            token: "expired".into(),
+            ..smoke.clone()
+        };
+        let err = smoke_test(&base, &wrong).await.unwrap_err();
+        assert_eq!(err.reason(), "SmokeTestFailed");
+        assert_eq!(err.to_string(), "smoke test: log in: HTTP 401 Unauthorized");
+        assert!(
+            !format!("{wrong:?} {err}").contains("expired"),
+            "the token is never printed"
+        );
+        let elsewhere = SmokeTest {
+            channel_id: "other".into(),
+            ..smoke
+        };
+        let err = smoke_test(&base, &elsewhere).await.unwrap_err();
+        assert!(
+            err.to_string().starts_with("smoke test: post to the channel"),
+            "{err}"
+        );
     }
 }

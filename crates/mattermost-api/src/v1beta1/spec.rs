@@ -345,6 +345,11 @@ pub struct VerifyPolicy {
     /// Extra annotations of the verification Job's pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra_annotations: Option<BTreeMap<String, String>>,
+    /// Secret with a bot's access token (key `token`) and a channel id (key `channelId`): the
+    /// verification then also reads the bot's user, uploads a file, posts it to the channel,
+    /// reads the file back and deletes the post (the upgrade guide's core functions check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_test_secret: Option<String>,
 }
 
 /// PodDisruptionBudget policy.

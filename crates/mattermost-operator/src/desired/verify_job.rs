@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use kube::ResourceExt;
 use mattermost_api::v1beta1::{Mattermost, split_image_reference};
 
+use super::env::from_secret;
 use super::job::{JobPod, RETRY_ANNOTATION, job};
 use super::labels::{self, APP_VERIFY_JOB};
 use super::meta::child_meta;
@@ -28,6 +29,17 @@ pub fn service_url(names: &Names) -> String {
 pub fn verify_job(mm: &Mattermost, names: &Names, image: &str, operator_image: &str) -> Job {
     let (_, version) = split_image_reference(image);
     let timeout = mm.spec.verify_timeout_seconds();
+    let policy = mm.spec.upgrade.as_ref().and_then(|u| u.verify.as_ref());
+    // The smoke test's token only by reference: it is read by the pod, never by the operator.
+    let smoke = policy
+        .and_then(|v| v.smoke_test_secret.as_deref())
+        .filter(|s| !s.is_empty())
+        .map(|secret| {
+            vec![
+                from_secret("VERIFY_SMOKE_TOKEN", secret, "token"),
+                from_secret("VERIFY_SMOKE_CHANNEL", secret, "channelId"),
+            ]
+        });
     let container = Container {
         name: VERIFY_CONTAINER.to_owned(),
         image: Some(operator_image.to_owned()),
@@ -37,6 +49,7 @@ pub fn verify_job(mm: &Mattermost, names: &Names, image: &str, operator_image: &
             format!("--expect-version={version}"),
             format!("--timeout={timeout}s"),
         ]),
+        env: smoke,
         security_context: Some(security::helper_container()),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..Default::default()
@@ -64,13 +77,12 @@ pub fn verify_job(mm: &Mattermost, names: &Names, image: &str, operator_image: &
     );
     let mut pod_labels = spec.resource_labels.clone().unwrap_or_default();
     pod_labels.extend(labels::selector(names, APP_VERIFY_JOB));
-    let extra = spec.upgrade.as_ref().and_then(|u| u.verify.as_ref());
     job(
         meta,
         mm.annotations().get(RETRY_ANNOTATION),
         JobPod {
             labels: pod_labels,
-            annotations: extra.and_then(|v| v.extra_annotations.clone()),
+            annotations: policy.and_then(|v| v.extra_annotations.clone()),
             spec: pod,
             main_container: VERIFY_CONTAINER.to_owned(),
             // The check retries by itself until its timeout; a second pod would only repeat it.
@@ -130,5 +142,34 @@ mod tests {
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert!(restricted(pod.security_context.as_ref().unwrap(), sc));
+
+        mm.spec
+            .upgrade
+            .as_mut()
+            .unwrap()
+            .verify
+            .as_mut()
+            .unwrap()
+            .smoke_test_secret = Some("bot".into());
+        let job = verify_job(&mm, &names, "mm:10.9.0", "op:1");
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        let refs: Vec<(&str, &str, &str)> = env
+            .iter()
+            .map(|e| {
+                assert!(e.value.is_none(), "{} only by reference", e.name);
+                let r = e.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+                (e.name.as_str(), r.name.as_str(), r.key.as_str())
+            })
+            .collect();
+        assert_eq!(
+            refs,
+            [
+                ("VERIFY_SMOKE_TOKEN", "bot", "token"),
+                ("VERIFY_SMOKE_CHANNEL", "bot", "channelId")
+            ]
+        );
     }
 }
