@@ -45,20 +45,20 @@ fn image(dep: &Deployment) -> String {
     pod.containers[0].image.clone().unwrap()
 }
 
-/// Every Job seen in the namespace, last version of each (they are deleted once `stable`).
+/// Every Job seen in the namespace, last version of each (they are deleted once `stable`; a
+/// watch also sees the state they were deleted in).
 fn record_jobs(env: &Env) -> (Arc<Mutex<BTreeMap<String, Job>>>, tokio::task::JoinHandle<()>) {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     let api: Api<Job> = env.api();
     let sink = seen.clone();
     let task = tokio::spawn(async move {
-        loop {
-            if let Ok(list) = api.list(&ListParams::default()).await {
-                let mut map = sink.lock().unwrap();
-                for job in list.items {
-                    map.insert(job.name_any(), job);
-                }
+        let mut jobs = watcher(api, watcher::Config::default()).touched_objects().boxed();
+        while let Some(event) = jobs.next().await {
+            if let Ok(job) = event {
+                sink.lock().unwrap().insert(job.name_any(), job);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
     (seen, task)
