@@ -64,25 +64,27 @@ fn record_jobs(env: &Env) -> (Arc<Mutex<BTreeMap<String, Job>>>, tokio::task::Jo
     (seen, task)
 }
 
-/// The latest time each event reason was emitted for the installation `name`.
-async fn event_times(env: &Env, name: &str) -> BTreeMap<String, Timestamp> {
+/// The first time since `since` each event reason was emitted for the installation `name`. A
+/// repeated event is a series with its first and last time; a reconcile that starts from a
+/// cached status older than the last write can repeat an event, so the earliest counts.
+async fn event_times(env: &Env, name: &str, since: Timestamp) -> BTreeMap<String, Timestamp> {
     let events: Api<Event> = env.api();
-    let mut times = BTreeMap::new();
+    let mut times: BTreeMap<String, Timestamp> = BTreeMap::new();
     for e in events.list(&ListParams::default()).await.unwrap().items {
         if e.involved_object.kind.as_deref() != Some("Mattermost")
             || e.involved_object.name.as_deref() != Some(name)
         {
             continue;
         }
-        let when = e
+        let first = e.event_time.map(|t| t.0).or(e.last_timestamp.map(|t| t.0));
+        let last = e
             .series
             .as_ref()
-            .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
-            .or(e.event_time.map(|t| t.0))
-            .or(e.last_timestamp.map(|t| t.0));
-        if let (Some(reason), Some(when)) = (e.reason, when) {
-            let entry = times.entry(reason).or_insert(when);
-            *entry = (*entry).max(when);
+            .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0));
+        let Some(reason) = e.reason else { continue };
+        for when in [first, last].into_iter().flatten().filter(|t| *t >= since) {
+            let entry = times.entry(reason.clone()).or_insert(when);
+            *entry = (*entry).min(when);
         }
     }
     times
@@ -141,7 +143,9 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
     let deps: Api<Deployment> = env.api();
     assert!(image(&deps.get(name).await.unwrap()).ends_with(":10.8.1"));
     assert!(
-        event_times(&env, name).await.contains_key("BackupFailed"),
+        event_times(&env, name, Timestamp::UNIX_EPOCH)
+            .await
+            .contains_key("BackupFailed"),
         "Warning event"
     );
 
@@ -149,6 +153,7 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
     env.patch_spec(name, json!({"upgrade": {"backup": {"extraAnnotations": null}}}))
         .await;
     let mms: Api<Mattermost> = env.api();
+    let retried_at = Timestamp::now();
     let retry = json!({"metadata": {"annotations": {"installation.mattermost.com/retry-update-job": "1"}}});
     mms.patch(name, &PatchParams::default(), &Patch::Merge(&retry))
         .await
@@ -171,7 +176,7 @@ async fn backup_then_update_then_rollout_then_verify_and_a_failed_backup_blocks_
         watcher.history()
     );
 
-    let times = event_times(&env, name).await;
+    let times = event_times(&env, name, retried_at).await;
     let order = [
         "BackupStarted",
         "BackupSucceeded",
@@ -313,7 +318,8 @@ async fn a_failed_verification_degrades_and_the_previous_version_serves_again_wi
     let st = mm.status.unwrap();
     let degraded = st.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
     assert_eq!(degraded.reason, "VerificationFailed", "{degraded:?}");
-    assert!(event_times(&env, "rb").await.contains_key("RollingBack"));
+    let since = Timestamp::UNIX_EPOCH;
+    assert!(event_times(&env, "rb", since).await.contains_key("RollingBack"));
     wait_until("old pods serve again", TIMEOUT, || async {
         (watcher.current() == 2).then_some(())
     })
