@@ -14,14 +14,13 @@ use kube::ResourceExt;
 use mattermost_api::v1beta1::Mattermost;
 
 use super::deployment::{command, volume_mounts, volumes};
-use super::job::{JobPod, job};
+use super::job::{JobPod, RETRY_ANNOTATION, job};
 use super::labels::{self, APP_UPDATE_JOB};
 use super::meta::child_meta;
 use super::names::{MAIN_CONTAINER, Names};
 use super::security;
 use super::{Inputs, env};
 
-pub use super::job::RETRY_ANNOTATION;
 /// Annotation recording the image the Job validates.
 pub const IMAGE_ANNOTATION: &str = "installation.mattermost.com/update-image";
 

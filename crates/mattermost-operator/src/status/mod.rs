@@ -385,6 +385,7 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
             ),
         ),
     }
+    // A new upgrade makes the verification of the last one moot, and a new backup its update Job.
     match obs.gate {
         Gate::Open => {}
         Gate::Running {
