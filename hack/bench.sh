@@ -48,7 +48,7 @@ n, replicas, version = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 items = [{
     "apiVersion": "installation.mattermost.com/v1beta1", "kind": "Mattermost",
     "metadata": {"name": f"mm-{i:04d}"},
-    "spec": {"replicas": replicas, "version": version,
+    "spec": {"replicas": replicas, "version": version, "ingress": {"enabled": False},
              "database": {"external": {"secret": "mm-demo-database"}},
              "fileStore": {"external": {"url": "s3.amazonaws.com", "bucket": "b", "secret": "mm-demo-s3"}},
              "scheduling": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}},

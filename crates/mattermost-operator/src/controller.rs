@@ -33,6 +33,7 @@ use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Stores, UpdateJobSettings};
 use crate::rollout_cap::{RolloutSlots, Slot};
+use crate::trim;
 use crate::watch::{self, Health};
 
 /// Settings of the controller.
@@ -164,12 +165,16 @@ fn watch_name<K: Resource<DynamicType = ()>>(ns: Option<&str>) -> String {
     }
 }
 
+/// Deployments are compared field by field before an apply; the other kinds kept whole are small.
+fn keep_all<K>(_: &mut K) {}
+
 /// A cache of one child kind, selected by the installation label, without managed fields. The
 /// stream yields every touched object, deleted ones included, so a deleted child is recreated.
 fn reflect<K>(
     api: Api<K>,
     ns: Option<&str>,
     health: &Health,
+    trim: fn(&mut K),
 ) -> (
     Store<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -182,7 +187,10 @@ where
         .labels(INSTALLATION_LABEL)
         .any_semantic();
     let events = watcher(api, wc)
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .modify(move |o: &mut K| {
+            o.managed_fields_mut().clear();
+            trim(o);
+        })
         .reflect(writer);
     let stream = watch::guarded(watch_name::<K>(ns), events, health).touched_objects();
     (reader, stream)
@@ -284,6 +292,13 @@ async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: 
         let live: std::collections::HashSet<String> =
             store.state().iter().filter_map(|mm| mm.uid()).collect();
         ctx.observed.retain(|uid| live.contains(uid));
+        ctx.status_pace.retain(|uid| live.contains(uid));
+        let state = store.state();
+        ctx.secret_reads.retain(|ns, name| {
+            state.iter().any(|mm| {
+                mm.namespace().as_deref() == Some(ns) && mm.spec.referenced_secrets().contains(&name)
+            })
+        });
         ctx.slots.release_gone(namespace.as_deref(), |slot| match slot {
             Slot::Rollout { namespace, name } => store
                 .get(&ObjectRef::new(name).within(namespace))
@@ -316,15 +331,15 @@ fn run_scope(
     let ns_ref = ns.as_deref();
     let client = clients.requests.clone();
     let w = &clients.watches;
-    let (deployments, dep_stream) = reflect::<Deployment>(api(w, ns_ref), ns_ref, health);
-    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(api(w, ns_ref), ns_ref, health);
-    let (services, svc_stream) = reflect::<Service>(api(w, ns_ref), ns_ref, health);
-    let (ingresses, ing_stream) = reflect::<Ingress>(api(w, ns_ref), ns_ref, health);
-    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(w, ns_ref), ns_ref, health);
-    let (jobs, job_stream) = reflect::<Job>(api(w, ns_ref), ns_ref, health);
-    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(w, ns_ref), ns_ref, health);
-    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(w, ns_ref), ns_ref, health);
-    let (pods, pod_stream) = reflect::<Pod>(api(w, ns_ref), ns_ref, health);
+    let (deployments, dep_stream) = reflect::<Deployment>(api(w, ns_ref), ns_ref, health, keep_all);
+    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(api(w, ns_ref), ns_ref, health, trim::replica_set);
+    let (services, svc_stream) = reflect::<Service>(api(w, ns_ref), ns_ref, health, keep_all);
+    let (ingresses, ing_stream) = reflect::<Ingress>(api(w, ns_ref), ns_ref, health, keep_all);
+    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(w, ns_ref), ns_ref, health, keep_all);
+    let (jobs, job_stream) = reflect::<Job>(api(w, ns_ref), ns_ref, health, trim::job);
+    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(w, ns_ref), ns_ref, health, keep_all);
+    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(w, ns_ref), ns_ref, health, keep_all);
+    let (pods, pod_stream) = reflect::<Pod>(api(w, ns_ref), ns_ref, health, trim::pod);
     let stores = Stores {
         deployments,
         replica_sets,
@@ -339,6 +354,10 @@ fn run_scope(
 
     // ReplicaSets feed rollout status only; Deployment status changes trigger the reconcile.
     tokio::spawn(rs_stream.for_each(|_| futures::future::ready(())));
+    // Metadata only: resourceVersions key the shared Secret reads, and a change triggers the
+    // installations that reference the Secret.
+    let secret_reads = Arc::new(crate::observe::SecretReads::default());
+    let seen = secret_reads.clone();
     let secrets = watch::guarded(
         format!(
             "Secret metadata{}",
@@ -350,7 +369,25 @@ fn run_scope(
         ),
         health,
     )
-    .touched_objects();
+    .filter_map(move |event| {
+        let secret = match event {
+            Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                seen.seen(
+                    &s.namespace().unwrap_or_default(),
+                    &s.name_any(),
+                    s.resource_version(),
+                );
+                Some(Ok(s))
+            }
+            Ok(watcher::Event::Delete(s)) => {
+                seen.deleted(&s.namespace().unwrap_or_default(), &s.name_any());
+                Some(Ok(s))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        };
+        futures::future::ready(secret)
+    });
 
     let reporter = Reporter {
         controller: "mattermost-operator".into(),
@@ -373,6 +410,8 @@ fn run_scope(
         backoff: Default::default(),
         resync: reconcile::Resync::every(settings.resync_period),
         observed: Default::default(),
+        status_pace: Default::default(),
+        secret_reads,
     });
 
     let (mm_store, mm_writer) = reflector::store();

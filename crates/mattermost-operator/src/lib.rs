@@ -23,5 +23,6 @@ pub mod rollout_cap;
 pub mod run;
 pub mod status;
 pub mod telemetry;
+pub mod trim;
 pub mod verify;
 pub mod watch;

@@ -123,7 +123,8 @@ impl Observed {
 }
 
 /// What [`observe`] read, per installation (by uid), kept until a referenced Secret changes (the
-/// Secret metadata watch calls [`Memo::invalidate`]) or the spec does (its generation). Reconciles
+/// Secret metadata watch calls [`Memo::invalidate`]) or a part of the spec it depends on does
+/// ([`memo_key`]: a version upgrade or a scale reads nothing again). Reconciles
 /// triggered by children and periodic resyncs then cost no request. Kept only for results without
 /// a problem and without an external volume claim (a claim is not watched). Holds the values of
 /// the referenced Secrets (for redaction), as an informer cache of Secrets would, and only those.
@@ -134,15 +135,15 @@ pub struct Memo(std::sync::Mutex<std::collections::HashMap<String, MemoEntry>>);
 struct MemoEntry {
     /// Bumped by every invalidation, so that a read that started before one is not kept.
     epoch: u64,
-    kept: Option<(Option<i64>, Observed)>,
+    kept: Option<(u64, Observed)>,
 }
 
 impl Memo {
-    /// What was read for `uid` at `generation`, if still valid.
-    pub fn get(&self, uid: &str, generation: Option<i64>) -> Option<Observed> {
+    /// What was read for `uid` under `key` ([`memo_key`]), if still valid.
+    pub fn get(&self, uid: &str, key: u64) -> Option<Observed> {
         let m = self.0.lock().ok()?;
         match &m.get(uid)?.kept {
-            Some((g, observed)) if *g == generation => Some(observed.clone()),
+            Some((k, observed)) if *k == key => Some(observed.clone()),
             _ => None,
         }
     }
@@ -156,20 +157,13 @@ impl Memo {
     }
 
     /// Keeps `observed` unless `uid` was invalidated since `epoch` or it must not be kept.
-    pub fn keep(
-        &self,
-        uid: &str,
-        generation: Option<i64>,
-        epoch: u64,
-        spec: &MattermostSpec,
-        observed: &Observed,
-    ) {
+    pub fn keep(&self, uid: &str, key: u64, epoch: u64, spec: &MattermostSpec, observed: &Observed) {
         let keepable = observed.first_error().is_none()
             && !matches!(spec.file_store_kind(), FileStoreKind::ExternalVolume(_));
         if let Ok(mut m) = self.0.lock() {
             let entry = m.entry(uid.to_owned()).or_default();
             if keepable && entry.epoch == epoch {
-                entry.kept = Some((generation, observed.clone()));
+                entry.kept = Some((key, observed.clone()));
             }
         }
     }
@@ -191,13 +185,87 @@ impl Memo {
     }
 }
 
-/// Reads and checks the database, file store and license of `spec` in `ns`.
-pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observed {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+/// The part of `spec` that [`observe`] depends on, hashed: everything but the version, image and
+/// replica count.
+pub fn memo_key(spec: &MattermostSpec) -> u64 {
+    let mut v = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for k in ["version", "image", "replicas"] {
+            m.remove(k);
+        }
+    }
+    let hash = crate::apply::hash_of(&v).unwrap_or_default();
+    u64::from_str_radix(&hash, 16).unwrap_or_default()
+}
+
+/// Referenced Secrets as last read, shared by every installation, each kept while its
+/// resourceVersion is the latest the Secret metadata watch reported: installations that reference
+/// the same Secret read it once, and a Secret is read again only after it changed. (Values are
+/// held as an informer cache of Secrets would, only for referenced Secrets, and never leave this
+/// module.)
+#[derive(Debug, Default)]
+pub struct SecretReads(std::sync::Mutex<std::collections::HashMap<(String, String), SecretRead>>);
+
+#[derive(Debug, Default)]
+struct SecretRead {
+    /// The latest resourceVersion the watch reported.
+    latest: Option<String>,
+    read: Option<Secret>,
+}
+
+impl SecretReads {
+    /// The watch saw `ns/name` at `resource_version`.
+    pub fn seen(&self, ns: &str, name: &str, resource_version: Option<String>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry((ns.to_owned(), name.to_owned())).or_default().latest = resource_version;
+        }
+    }
+
+    /// The watch saw `ns/name` deleted.
+    pub fn deleted(&self, ns: &str, name: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.remove(&(ns.to_owned(), name.to_owned()));
+        }
+    }
+
+    /// Drops the reads for which `referenced` is false.
+    pub fn retain(&self, referenced: impl Fn(&str, &str) -> bool) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|(ns, name), _| referenced(ns, name));
+        }
+    }
+
+    fn get(&self, ns: &str, name: &str) -> Option<Secret> {
+        let m = self.0.lock().ok()?;
+        let e = m.get(&(ns.to_owned(), name.to_owned()))?;
+        let read = e.read.as_ref()?;
+        (e.latest.is_some() && read.metadata.resource_version == e.latest).then(|| read.clone())
+    }
+
+    fn keep(&self, ns: &str, name: &str, secret: &Secret) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry((ns.to_owned(), name.to_owned())).or_default().read = Some(secret.clone());
+        }
+    }
+}
+
+/// Reads and checks the database, file store and license of `spec` in `ns`; Secrets come from
+/// `reads` when they did not change since they were last read.
+pub async fn observe(
+    client: &Client,
+    ns: &str,
+    spec: &MattermostSpec,
+    reads: Option<&SecretReads>,
+) -> Observed {
+    let secrets = Secrets {
+        api: Api::namespaced(client.clone(), ns),
+        ns,
+        reads,
+    };
     let mut observed = Observed::default();
 
     let database = match spec.database_kind() {
-        DatabaseKind::External(name) => match get_secret(&secrets, name, "database").await {
+        DatabaseKind::External(name) => match secrets.get(name, "database").await {
             Ok(secret) => check_database_secret(name, observed.secrets.with(&secret)).map(|db| {
                 let msg = format!("external {:?} database from secret {name:?}", db.db_type);
                 observed.inputs.database = Some(db);
@@ -238,7 +306,7 @@ pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observ
     });
 
     if let Some(name) = spec.license_secret.as_deref().filter(|s| !s.is_empty()) {
-        let license = match get_secret(&secrets, name, "license").await {
+        let license = match secrets.get(name, "license").await {
             Ok(secret) => require_keys(observed.secrets.with(&secret), name, "license", &["license"])
                 .map(|()| ("LicenseFound", format!("license from secret {name:?}"))),
             Err(e) => Err(e),
@@ -257,6 +325,26 @@ pub async fn observe(client: &Client, ns: &str, spec: &MattermostSpec) -> Observ
         result: check_spec(spec),
     });
     observed
+}
+
+/// Where [`observe`] reads Secrets from.
+struct Secrets<'a> {
+    api: Api<Secret>,
+    ns: &'a str,
+    reads: Option<&'a SecretReads>,
+}
+
+impl Secrets<'_> {
+    async fn get(&self, name: &str, purpose: &'static str) -> Result<Secret, ConfigError> {
+        if let Some(s) = self.reads.and_then(|r| r.get(self.ns, name)) {
+            return Ok(s);
+        }
+        let s = get_secret(&self.api, name, purpose).await?;
+        if let Some(r) = self.reads {
+            r.keep(self.ns, name, &s);
+        }
+        Ok(s)
+    }
 }
 
 async fn get_secret(api: &Api<Secret>, name: &str, purpose: &'static str) -> Result<Secret, ConfigError> {
@@ -351,7 +439,7 @@ pub fn check_database_secret(name: &str, secret: &Secret) -> Result<DatabaseSecr
 }
 
 async fn check_external_file_store(
-    secrets: &Api<Secret>,
+    secrets: &Secrets<'_>,
     ext: &mattermost_api::v1beta1::ExternalFileStore,
     values: &mut crate::redact::Secrets,
 ) -> Result<(&'static str, String), ConfigError> {
@@ -372,7 +460,7 @@ async fn check_external_file_store(
             "fileStore.external.secret must be set".to_owned(),
         ));
     }
-    let secret = get_secret(secrets, name, "file store").await?;
+    let secret = secrets.get(name, "file store").await?;
     require_keys(
         values.with(&secret),
         name,
@@ -506,18 +594,32 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(memo.get("u", Some(1)).is_none());
+        assert!(memo.get("u", 1).is_none());
         let epoch = memo.epoch("u");
-        memo.keep("u", Some(1), epoch, &spec, &good);
-        assert_eq!(memo.get("u", Some(1)), Some(good.clone()));
-        assert!(memo.get("u", Some(2)).is_none(), "a new generation reads again");
+        memo.keep("u", 1, epoch, &spec, &good);
+        assert_eq!(memo.get("u", 1), Some(good.clone()));
+        assert!(memo.get("u", 2).is_none(), "another key reads again");
+        let mut upgraded = spec.clone();
+        upgraded.version = Some("10.9.0".into());
+        upgraded.replicas = Some(3);
+        assert_eq!(
+            memo_key(&spec),
+            memo_key(&upgraded),
+            "an upgrade or a scale reads nothing again"
+        );
+        upgraded.license_secret = Some("license".into());
+        assert_ne!(
+            memo_key(&spec),
+            memo_key(&upgraded),
+            "a new Secret reference does"
+        );
 
         // A Secret changed while a read was in flight: that read is not kept.
         let epoch = memo.epoch("u");
         memo.invalidate("u");
-        assert!(memo.get("u", Some(1)).is_none());
-        memo.keep("u", Some(1), epoch, &spec, &good);
-        assert!(memo.get("u", Some(1)).is_none());
+        assert!(memo.get("u", 1).is_none());
+        memo.keep("u", 1, epoch, &spec, &good);
+        assert!(memo.get("u", 1).is_none());
 
         // Problems are never kept: they are retried with backoff and read again.
         let bad = Observed {
@@ -531,11 +633,11 @@ mod tests {
             ..Default::default()
         };
         let epoch = memo.epoch("u");
-        memo.keep("u", Some(1), epoch, &spec, &bad);
-        assert!(memo.get("u", Some(1)).is_none());
+        memo.keep("u", 1, epoch, &spec, &bad);
+        assert!(memo.get("u", 1).is_none());
 
-        memo.keep("u", Some(1), epoch, &spec, &good);
+        memo.keep("u", 1, epoch, &spec, &good);
         memo.retain(|uid| uid != "u");
-        assert!(memo.get("u", Some(1)).is_none());
+        assert!(memo.get("u", 1).is_none());
     }
 }

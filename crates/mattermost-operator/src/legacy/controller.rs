@@ -78,7 +78,7 @@ async fn reconcile_inner(ci: Arc<ClusterInstallation>, ctx: &Arc<Ctx>) -> Result
             return Ok(Action::await_change());
         }
     };
-    let observed = observe::observe(&ctx.client, &ns, &mm.spec).await;
+    let observed = observe::observe(&ctx.client, &ns, &mm.spec, None).await;
     if ci.spec.migrate.unwrap_or(false) {
         return migrate(&ci, &mm, &observed.inputs, &ctx, &api, status).await;
     }

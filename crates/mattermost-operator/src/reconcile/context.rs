@@ -85,6 +85,10 @@ pub struct Context {
     pub backoff: Backoff,
     /// When stable installations are reconciled again without a trigger.
     pub resync: Resync,
+    /// When each installation's status was last written (progress is written at most every 5 s).
+    pub status_pace: super::pace::Pace,
+    /// Referenced Secrets as last read, shared across installations (see [`observe::SecretReads`]).
+    pub secret_reads: Arc<observe::SecretReads>,
     /// What was read from referenced Secrets, per installation.
     pub observed: observe::Memo,
 }

@@ -10,6 +10,7 @@ mod context;
 mod events;
 mod jobs;
 mod outcome;
+mod pace;
 mod retry;
 mod upgrade;
 mod verify;
@@ -29,6 +30,7 @@ use tracing::{instrument, warn};
 
 pub use context::UpdateJobSettings;
 pub use context::{Context, Stores};
+pub use pace::Pace;
 pub use retry::{Backoff, Resync, jittered, retry_delay};
 pub use upgrade::under_way;
 
@@ -114,12 +116,13 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
     let uid = mm.uid().ok_or(Error::MissingMetadata("uid"))?;
     let names = Names::of(mm);
     let generation = mm.metadata.generation;
-    let observed = match ctx.observed.get(&uid, generation) {
+    let memo_key = observe::memo_key(&mm.spec);
+    let observed = match ctx.observed.get(&uid, memo_key) {
         Some(o) => o,
         None => {
             let epoch = ctx.observed.epoch(&uid);
-            let o = observe::observe(&ctx.client, &ns, &mm.spec).await;
-            ctx.observed.keep(&uid, generation, epoch, &mm.spec, &o);
+            let o = observe::observe(&ctx.client, &ns, &mm.spec, Some(&ctx.secret_reads)).await;
+            ctx.observed.keep(&uid, memo_key, epoch, &mm.spec, &o);
             o
         }
     };
@@ -223,8 +226,13 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
     observed.secrets.scrub_status(&mut new_status);
     publish_events(ctx, mm, mm.status.as_ref(), &new_status, &outcome).await;
     track_rollout(ctx, &names, &new_status, &outcome.gate);
+    let mut progress_wait = None;
     if mm.status.as_ref() != Some(&new_status) {
-        write_status(&ctx.client, mm, &ns, &new_status).await?;
+        progress_wait = ctx.status_pace.hold(&uid, mm.status.as_ref(), &new_status);
+        if progress_wait.is_none() {
+            write_status(&ctx.client, mm, &ns, &new_status).await?;
+            ctx.status_pace.wrote(&uid);
+        }
     }
 
     let state = new_status.state.as_deref().and_then(RunningState::parse);
@@ -232,6 +240,9 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
         return Ok(Action::requeue(ctx.backoff.next(&uid)));
     }
     ctx.backoff.reset(&uid);
+    if let Some(wait) = progress_wait {
+        return Ok(Action::requeue(wait));
+    }
     Ok(match state {
         Some(RunningState::Stable) => ctx.resync.action(),
         _ if matches!(outcome.gate, Gate::Waiting) => Action::requeue(ctx.slots.retry_after),

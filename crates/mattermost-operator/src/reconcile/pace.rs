@@ -1,0 +1,104 @@
+//! How often a rollout's progress is written to status. A transition (state, a condition's status
+//! or reason, versions, observedGeneration) is written at once; a change of counters and messages
+//! only ("1/2 pods") at most every [`PROGRESS_INTERVAL`], so a fleet upgrade does not write the
+//! status once per pod event.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use mattermost_api::v1beta1::MattermostStatus;
+
+/// The shortest interval between two progress-only status writes of one installation.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// When each installation's status was last written.
+#[derive(Debug, Default)]
+pub struct Pace(Mutex<HashMap<String, Instant>>);
+
+impl Pace {
+    /// `None`: write now. `Some(wait)`: a progress-only change that waits (reconcile again then).
+    pub fn hold(
+        &self,
+        uid: &str,
+        old: Option<&MattermostStatus>,
+        new: &MattermostStatus,
+    ) -> Option<Duration> {
+        if !progress_only(old?, new) {
+            return None;
+        }
+        let last = *self.0.lock().ok()?.get(uid)?;
+        PROGRESS_INTERVAL
+            .checked_sub(last.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// The status of `uid` was just written.
+    pub fn wrote(&self, uid: &str) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(uid.to_owned(), Instant::now());
+        }
+    }
+
+    /// Forgets installations for which `live` is false.
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|uid, _| live(uid));
+        }
+    }
+}
+
+/// True when `old` and `new` differ only in counters and messages.
+pub fn progress_only(old: &MattermostStatus, new: &MattermostStatus) -> bool {
+    let bare = |s: &MattermostStatus| {
+        let mut s = s.clone();
+        s.replicas = None;
+        s.updated_replicas = None;
+        for c in &mut s.conditions {
+            c.message.clear();
+        }
+        s
+    };
+    bare(old) == bare(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn status(state: &str, replicas: i32, reason: &str, message: &str) -> MattermostStatus {
+        MattermostStatus {
+            state: Some(state.into()),
+            replicas: Some(replicas),
+            conditions: vec![Condition {
+                type_: "Progressing".into(),
+                status: "True".into(),
+                reason: reason.into(),
+                message: message.into(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                observed_generation: Some(1),
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn counters_wait_and_transitions_do_not() {
+        let a = status("reconciling", 1, "RollingOut", "1/2 pods");
+        let b = status("reconciling", 2, "RollingOut", "2/2 pods");
+        assert!(progress_only(&a, &b));
+        assert!(!progress_only(&a, &status("stable", 2, "RollingOut", "2/2 pods")));
+        assert!(!progress_only(
+            &a,
+            &status("reconciling", 2, "UpdateJobRunning", "")
+        ));
+
+        let pace = Pace::default();
+        assert_eq!(pace.hold("u", Some(&a), &b), None, "never written: write");
+        pace.wrote("u");
+        assert!(pace.hold("u", Some(&a), &b).is_some(), "just written: wait");
+        assert_eq!(pace.hold("u", Some(&a), &status("stable", 2, "Stable", "")), None);
+        assert_eq!(pace.hold("u", None, &b), None);
+    }
+}
