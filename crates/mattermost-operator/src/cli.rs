@@ -1,4 +1,4 @@
-//! Command line: `crd`, `run`, and no subcommand (= `run`, as the Go operator's container starts it:
+//! Command line: `crd`, `run`, `verify`, and no subcommand (= `run`, as the Go operator's container starts it:
 //! `/mattermost-operator --enable-leader-election --metrics-addr=0.0.0.0:8383`). Every `run` flag is
 //! also an environment variable, with the Go operator's names where it had one (the Helm chart and
 //! fleet manifests set those).
@@ -64,6 +64,48 @@ pub enum Command {
     Crd,
     /// Run the operator (also what happens without a subcommand).
     Run(Box<RunArgs>),
+    /// Check a Mattermost server's health and version (what the verification Job runs).
+    Verify(VerifyArgs),
+}
+
+/// Settings of `verify`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// Base URL of the server, e.g. `http://chat.ns.svc:8065`.
+    #[arg(long, env = "VERIFY_URL")]
+    pub url: String,
+    /// The version the server must report (an image tag; a digest skips the check).
+    #[arg(long, env = "VERIFY_EXPECT_VERSION")]
+    pub expect_version: String,
+    /// How long the server may take to pass (Go duration).
+    #[arg(long, env = "VERIFY_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Pause between two attempts.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// A bot's access token for the smoke test (from a Secret; never printed).
+    #[arg(long, env = "VERIFY_SMOKE_TOKEN", hide_env_values = true)]
+    pub smoke_token: Option<String>,
+    /// Channel the smoke test posts to.
+    #[arg(long, env = "VERIFY_SMOKE_CHANNEL")]
+    pub smoke_channel: Option<String>,
+}
+
+impl VerifyArgs {
+    /// The smoke test, when both a token and a channel were given.
+    pub fn smoke_test(&self) -> Option<crate::verify::SmokeTest> {
+        let token = self.smoke_token.clone().filter(|t| !t.is_empty())?;
+        let channel_id = self.smoke_channel.clone().filter(|c| !c.is_empty())?;
+        Some(crate::verify::SmokeTest { token, channel_id })
+    }
+}
+
+/// The operator's own image, which the verification Jobs run: this build's release.
+pub fn default_operator_image() -> String {
+    format!(
+        "ghcr.io/mattermost-operator-rs/mattermost-operator:{}",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// Log output format.
@@ -135,6 +177,10 @@ pub struct RunArgs {
     /// Seconds an update Job may run (`activeDeadlineSeconds`).
     #[arg(long, env = "UPDATE_JOB_DEADLINE_SECONDS", default_value_t = 600)]
     pub update_job_deadline_seconds: i64,
+    /// Image of the verification Jobs: the operator's own (set by the Helm chart; a mirror in
+    /// air-gapped clusters).
+    #[arg(long, env = "OPERATOR_IMAGE", default_value_t = default_operator_image())]
+    pub operator_image: String,
 }
 
 /// Which namespaces the operator watches.
@@ -242,7 +288,7 @@ mod tests {
         let argv = go_style_args(args.iter().map(std::ffi::OsString::from));
         match Cli::try_parse_from(argv).unwrap().into_command() {
             Command::Run(a) => *a,
-            Command::Crd => panic!("run expected"),
+            Command::Crd | Command::Verify(_) => panic!("run expected"),
         }
     }
 
@@ -264,6 +310,30 @@ mod tests {
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("5 minutes").is_err());
+    }
+
+    #[test]
+    fn verify_subcommand() {
+        let cli = Cli::try_parse_from([
+            "mattermost-operator",
+            "verify",
+            "--url=http://chat.ns.svc:8065",
+            "--expect-version=10.9.0",
+            "--timeout=30s",
+        ])
+        .unwrap();
+        let Command::Verify(args) = cli.into_command() else {
+            panic!("verify expected")
+        };
+        assert_eq!(
+            (args.url.as_str(), args.expect_version.as_str(), args.timeout),
+            ("http://chat.ns.svc:8065", "10.9.0", Duration::from_secs(30))
+        );
+        assert!(
+            run_args(&["mattermost-operator"])
+                .operator_image
+                .ends_with(env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]

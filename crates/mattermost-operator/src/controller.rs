@@ -45,6 +45,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Update Job settings.
     pub update_job: UpdateJobSettings,
+    /// Image of the verification Jobs (the operator's own).
+    pub operator_image: String,
     /// Installations rolling out at once (0 = no limit).
     pub max_rollouts: usize,
     /// Wait before an installation waiting for a slot asks again.
@@ -69,6 +71,7 @@ impl Settings {
                 backoff_limit: args.update_job_backoff_limit,
                 active_deadline_seconds: args.update_job_deadline_seconds,
             },
+            operator_image: args.operator_image.clone(),
             max_rollouts: usize::try_from(args.max_reconciling_installations).unwrap_or(usize::MAX),
             requeue_on_limit_delay: args.requeue_on_limit_delay,
             capacity_check: true,
@@ -400,6 +403,7 @@ fn run_scope(
         recorder: Recorder::new(client.clone(), reporter),
         metrics: metrics.clone(),
         update_job: settings.update_job,
+        operator_image: settings.operator_image.clone(),
         slots: slots.clone(),
         blocked: Default::default(),
         capacity: capacity.clone(),

@@ -24,4 +24,5 @@ pub mod run;
 pub mod status;
 pub mod telemetry;
 pub mod trim;
+pub mod verify;
 pub mod watch;

@@ -1,10 +1,10 @@
-//! `mattermost-operator [run] | crd`. Without a subcommand it runs, as the Go operator's
+//! `mattermost-operator [run] | crd | verify`. Without a subcommand it runs, as the Go operator's
 //! container command does.
 
 use std::process::ExitCode;
 
 use mattermost_operator::cli::{Cli, Command};
-use mattermost_operator::{crd, run};
+use mattermost_operator::{crd, run, verify};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -14,5 +14,6 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(*args).await,
+        Command::Verify(args) => Ok(verify::run(&args).await),
     }
 }

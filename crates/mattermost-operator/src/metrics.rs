@@ -81,11 +81,14 @@ struct StepLabels {
 /// alerts and panels have a series before anything is blocked.
 pub const BLOCKING_REASONS: &[&str] = &[
     "UpdateJobFailed",
+    "BackupFailed",
+    "VerificationFailed",
     "ProgressDeadlineExceeded",
     "RolledBack",
     "InsufficientCapacity",
     "NoSchedulableNodes",
     "DowngradeNotAllowed",
+    "BackupTooOld",
     "PreflightFailed",
 ];
 

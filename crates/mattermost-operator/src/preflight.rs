@@ -277,6 +277,52 @@ pub fn installation_fits(view: &ClusterView, mm: &Mattermost, count: u32) -> Res
     )
 }
 
+/// Annotation with the time (RFC 3339) of the last backup taken by other tooling (Velero, a
+/// managed database snapshot), read by `spec.upgrade.requireBackupWithin`.
+pub const LAST_BACKUP_ANNOTATION: &str = "installation.mattermost.com/last-backup-time";
+
+/// With `spec.upgrade.requireBackupWithin`: an upgrade waits until a backup younger than the
+/// window is recorded, by the team's tooling in [`LAST_BACKUP_ANNOTATION`] or by the operator's
+/// own backup in `status.lastBackup`.
+pub fn check_recent_backup(mm: &Mattermost, now: jiff::Timestamp) -> Result<(), Blocked> {
+    let Some(window) = mm
+        .spec
+        .upgrade
+        .as_ref()
+        .and_then(|u| u.require_backup_within.as_deref())
+    else {
+        return Ok(());
+    };
+    let blocked = |message: String| Blocked {
+        reason: "BackupTooOld",
+        message,
+    };
+    let window = crate::cli::parse_duration(window)
+        .map_err(|e| blocked(format!("upgrade.requireBackupWithin: {e}")))?;
+    let annotated = mm
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LAST_BACKUP_ANNOTATION))
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let own = mm
+        .status
+        .as_ref()
+        .and_then(|s| s.last_backup.as_ref())
+        .and_then(|b| b.time.parse::<jiff::Timestamp>().ok());
+    let newest = annotated.into_iter().chain(own).max();
+    let window_text = format!("{}s", window.as_secs());
+    match newest {
+        Some(t) if now.duration_since(t).unsigned_abs() <= window || t > now => Ok(()),
+        Some(t) => Err(blocked(format!(
+            "the last backup ({t}) is older than upgrade.requireBackupWithin ({window_text}); back up, then set the annotation {LAST_BACKUP_ANNOTATION} to its time (RFC 3339)"
+        ))),
+        None => Err(blocked(format!(
+            "upgrade.requireBackupWithin ({window_text}) asks for a recent backup: back up, then set the annotation {LAST_BACKUP_ANNOTATION} to its time (RFC 3339)"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +434,43 @@ mod tests {
         assert!(check_downgrade("10.7.0", Some("10.9.0"), None, true).is_ok());
         assert!(check_downgrade("latest", Some("10.9.0"), None, false).is_ok());
         assert!(check_downgrade("10.5", Some("10.9.0"), None, false).is_err());
+    }
+
+    #[test]
+    fn upgrades_wait_for_a_recent_enough_backup() {
+        let now: jiff::Timestamp = "2026-05-02T12:00:00Z".parse().unwrap();
+        let mut mm = Mattermost::new("chat", Default::default());
+        assert!(check_recent_backup(&mm, now).is_ok(), "off by default");
+        mm.spec.upgrade = Some(mattermost_api::v1beta1::UpgradePolicy {
+            require_backup_within: Some("24h".into()),
+            ..Default::default()
+        });
+        let err = check_recent_backup(&mm, now).unwrap_err();
+        assert_eq!(err.reason, "BackupTooOld");
+        assert!(err.message.contains(LAST_BACKUP_ANNOTATION), "{}", err.message);
+        let annotate = |mm: &mut Mattermost, t: &str| {
+            mm.metadata.annotations = Some(BTreeMap::from([(
+                LAST_BACKUP_ANNOTATION.to_owned(),
+                t.to_owned(),
+            )]));
+        };
+        annotate(&mut mm, "2026-05-01T00:00:00Z");
+        assert!(check_recent_backup(&mm, now).is_err(), "36 h old");
+        annotate(&mut mm, "2026-05-01T13:00:00Z");
+        assert!(check_recent_backup(&mm, now).is_ok(), "23 h old");
+        annotate(&mut mm, "yesterday");
+        assert!(check_recent_backup(&mm, now).is_err(), "unparsable");
+        mm.status = Some(mattermost_api::v1beta1::MattermostStatus {
+            last_backup: Some(mattermost_api::v1beta1::LastBackup {
+                location: "s3://b/p/x".into(),
+                time: "2026-05-02T11:00:00Z".into(),
+                version: "10.8.1".into(),
+            }),
+            ..Default::default()
+        });
+        assert!(
+            check_recent_backup(&mm, now).is_ok(),
+            "the operator's own backup counts"
+        );
     }
 }

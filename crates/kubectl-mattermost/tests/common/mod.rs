@@ -83,6 +83,7 @@ impl Fleet {
             scope: Scope::Namespaces(self.namespaces.iter().map(|n| n.name.clone()).collect()),
             concurrency: 8,
             update_job: UpdateJobSettings::default(),
+            operator_image: mattermost_operator::cli::default_operator_image(),
             max_rollouts: cap,
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use super::size::SizePreset;
-use super::spec::{ExternalFileStore, MattermostSpec};
+use super::spec::{BackupPolicy, ExternalFileStore, MattermostSpec};
 
 /// Image repository used when `spec.image` is empty.
 pub const DEFAULT_IMAGE: &str = "mattermost/mattermost-enterprise-edition";
@@ -290,6 +290,24 @@ impl MattermostSpec {
             .as_ref()
             .and_then(|u| u.allow_downgrade)
             .unwrap_or(false)
+    }
+
+    /// The backup policy when backups before upgrades are enabled.
+    pub fn backup(&self) -> Option<&BackupPolicy> {
+        let upgrade = self.upgrade.as_ref()?;
+        upgrade.backup.as_ref().filter(|b| b.enabled.unwrap_or(false))
+    }
+
+    /// True when a new version is verified by the server itself before it is `stable`.
+    pub fn verify_enabled(&self) -> bool {
+        let verify = self.upgrade.as_ref().and_then(|u| u.verify.as_ref());
+        verify.and_then(|v| v.enabled).unwrap_or(true)
+    }
+
+    /// Seconds the verification may take (default 120).
+    pub fn verify_timeout_seconds(&self) -> i32 {
+        let verify = self.upgrade.as_ref().and_then(|u| u.verify.as_ref());
+        verify.and_then(|v| v.timeout_seconds).unwrap_or(120)
     }
 
     /// True when the capacity preflight check is skipped.

@@ -88,6 +88,9 @@ pub struct MattermostStatus {
     /// it, the last stable version keeps running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_from: Option<String>,
+    /// The last database backup taken before an upgrade (`spec.upgrade.backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<LastBackup>,
     /// Standard conditions: Ready, Progressing, Degraded and one per dependency.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -116,4 +119,16 @@ pub struct PatchStatus {
     /// Why it was not applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// A database backup the operator took.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastBackup {
+    /// Where the dump is, e.g. `s3://bucket/prefix/chat-10.8.1-1a2b3c4d.pgdump`.
+    pub location: String,
+    /// When the backup Job completed (RFC 3339).
+    pub time: String,
+    /// The version whose schema the dump holds.
+    pub version: String,
 }

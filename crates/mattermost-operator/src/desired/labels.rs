@@ -17,6 +17,10 @@ pub const APP_MATTERMOST: &str = "mattermost";
 pub const APP_JOB_SERVER: &str = "mattermost-jobserver";
 /// `app` label value of update-Job pods.
 pub const APP_UPDATE_JOB: &str = "mattermost-update-check";
+/// `app` label value of backup-Job pods.
+pub const APP_BACKUP_JOB: &str = "mattermost-backup";
+/// `app` label value of verification-Job pods.
+pub const APP_VERIFY_JOB: &str = "mattermost-verify";
 /// Recommended label, not part of any selector.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 

@@ -1,10 +1,12 @@
 //! Pure builders of the desired children. No I/O: everything they need is in the `Mattermost`,
 //! the `Names` and the `Inputs` read beforehand by the reconciler.
 
+pub mod backup_job;
 pub mod deferred;
 pub mod deployment;
 pub mod env;
 pub mod ingress;
+pub mod job;
 pub mod labels;
 pub mod meta;
 pub mod names;
@@ -16,6 +18,7 @@ pub mod security;
 pub mod service;
 pub mod service_account;
 pub mod update_job;
+pub mod verify_job;
 
 /// Kind of database, inferred from the scheme of `DB_CONNECTION_STRING`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

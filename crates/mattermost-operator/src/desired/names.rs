@@ -44,13 +44,44 @@ impl Names {
     /// Update Job for `image`: one per installation and image (the Go operator used one fixed
     /// name per namespace). Kept within the 63-character label limit Job names need.
     pub fn update_job(&self, image: &str) -> String {
+        self.job("-update-", image)
+    }
+
+    /// Backup Job before the update Job for `image` (one per installation and target image).
+    pub fn backup_job(&self, image: &str) -> String {
+        self.job("-backup-", image)
+    }
+
+    /// Verification Job of the rollout of `image`.
+    pub fn verify_job(&self, image: &str) -> String {
+        self.job("-verify-", image)
+    }
+
+    /// Object name of the dump taken at `from_version` before the upgrade to `image`: readable
+    /// (installation and version) and unique per target image.
+    pub fn backup_object(&self, from_version: &str, image: &str, extension: &str) -> String {
+        let version: String = from_version
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("{}-{version}-{}.{extension}", self.app, short_hash(image))
+    }
+
+    /// `<app><infix><hash of image>`, within the 63 characters a Job name may have.
+    fn job(&self, infix: &str, image: &str) -> String {
         let hash = short_hash(image);
         let prefix: String = self
             .app
             .chars()
-            .take(63 - "-update-".len() - hash.len())
+            .take(MAX_LABEL - infix.len() - hash.len())
             .collect();
-        format!("{}-update-{hash}", prefix.trim_end_matches('-'))
+        format!("{}{infix}{hash}", prefix.trim_end_matches('-'))
     }
 }
 
@@ -119,6 +150,10 @@ mod tests {
         assert_ne!(n.update_job("a:1"), n.update_job("a:2"));
         let long = Mattermost::new(&"x".repeat(63), Default::default());
         assert!(Names::of(&long).update_job("a").len() <= 63);
+        assert!(n.backup_job("a:1").starts_with("chat-backup-"));
+        assert!(n.verify_job("a:1").starts_with("chat-verify-"));
+        let object = n.backup_object("sha256:ab", "a:1", "pgdump");
+        assert!(object.starts_with("chat-sha256-ab-") && object.ends_with(".pgdump"));
     }
 
     #[test]
@@ -143,7 +178,10 @@ mod tests {
             proptest::prop_assert!(is_dns_label(&n.app));
             proptest::prop_assert!(is_dns_label(&n.peers), "{}", n.peers);
             proptest::prop_assert!(is_dns_subdomain(&n.job_server), "{}", n.job_server);
-            proptest::prop_assert!(is_dns_label(&n.update_job(&image)), "{}", n.update_job(&image));
+            for job in [n.update_job(&image), n.backup_job(&image), n.verify_job(&image)] {
+                proptest::prop_assert!(is_dns_label(&job), "{}", job);
+            }
+            proptest::prop_assert!(n.backup_job(&image) != n.update_job(&image) && n.verify_job(&image) != n.update_job(&image));
             proptest::prop_assert!(n.peers != n.app && n.job_server != n.app && n.peers != n.job_server);
         }
 

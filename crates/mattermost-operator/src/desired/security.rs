@@ -42,6 +42,28 @@ pub fn default_container() -> SecurityContext {
     }
 }
 
+/// User of the helper Jobs' pods (backup, verification): the operator image's `nonroot`.
+pub const HELPER_UID: i64 = 65532;
+
+/// Pod security context of the helper Jobs: restricted, as an unprivileged user whose group
+/// owns the scratch volumes. Not the user's `podTemplate` one, which is meant for Mattermost.
+pub fn helper_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_user: Some(HELPER_UID),
+        run_as_group: Some(HELPER_UID),
+        fs_group: Some(HELPER_UID),
+        ..default_pod()
+    }
+}
+
+/// Container security context of the helper Jobs: restricted, read-only root file system.
+pub fn helper_container() -> SecurityContext {
+    SecurityContext {
+        read_only_root_filesystem: Some(true),
+        ..default_container()
+    }
+}
+
 /// True when the user set the pod security context.
 pub fn user_pod(mm: &Mattermost) -> bool {
     mm.spec
@@ -79,12 +101,12 @@ pub fn container(mm: &Mattermost) -> SecurityContext {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mattermost_api::v1beta1::{MattermostSpec, PodTemplate};
 
     /// The checks of the `restricted` profile that concern these fields.
-    fn restricted(pod: &PodSecurityContext, c: &SecurityContext) -> bool {
+    pub(crate) fn restricted(pod: &PodSecurityContext, c: &SecurityContext) -> bool {
         let non_root = c.run_as_non_root.or(pod.run_as_non_root) == Some(true);
         let uid = c.run_as_user.or(pod.run_as_user) != Some(0);
         let seccomp = c
@@ -108,6 +130,7 @@ mod tests {
     fn defaults_pass_restricted_and_user_values_replace_them() {
         let mm = Mattermost::new("chat", MattermostSpec::default());
         assert!(restricted(&pod(&mm), &container(&mm)));
+        assert!(restricted(&helper_pod(), &helper_container()));
         assert_eq!(pod(&mm).fs_group, Some(2000));
         let user = Mattermost::new(
             "chat",

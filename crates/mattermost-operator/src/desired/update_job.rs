@@ -3,27 +3,24 @@
 //! Unlike the Go operator's Job (one fixed name per namespace, a copy of the whole pod with
 //! sidecars and probes), it is named per installation and image and runs a minimal pod: the main
 //! container with the database and file-store environment only, under a restricted security
-//! context unless the spec gives one.
+//! context unless the spec gives one. The Job shell is shared with the backup and verification
+//! Jobs (`job.rs`).
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
-};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use kube::ResourceExt;
 use mattermost_api::v1beta1::Mattermost;
 
 use super::deployment::{command, volume_mounts, volumes};
+use super::job::{JobPod, RETRY_ANNOTATION, job};
 use super::labels::{self, APP_UPDATE_JOB};
 use super::meta::child_meta;
 use super::names::{MAIN_CONTAINER, Names};
 use super::security;
 use super::{Inputs, env};
 
-/// Annotation on the `Mattermost` that requests a new attempt after a failed update Job: set it
-/// to any new value (copied to the Job, so each value gets one attempt).
-pub const RETRY_ANNOTATION: &str = "installation.mattermost.com/retry-update-job";
 /// Annotation recording the image the Job validates.
 pub const IMAGE_ANNOTATION: &str = "installation.mattermost.com/update-image";
 
@@ -44,16 +41,7 @@ pub fn update_job(
         &names.update_job(image),
         labels::object_labels(mm, names, APP_UPDATE_JOB),
     );
-    let mut annotations = BTreeMap::from([(IMAGE_ANNOTATION.to_owned(), image.to_owned())]);
-    if let Some(retry) = mm
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(RETRY_ANNOTATION))
-    {
-        annotations.insert(RETRY_ANNOTATION.to_owned(), retry.clone());
-    }
-    meta.annotations = Some(annotations);
+    meta.annotations = Some(BTreeMap::from([(IMAGE_ANNOTATION.to_owned(), image.to_owned())]));
     let mut pod_labels = spec.resource_labels.clone().unwrap_or_default();
     pod_labels.extend(update.and_then(|u| u.extra_labels.clone()).unwrap_or_default());
     pod_labels.extend(labels::selector(names, APP_UPDATE_JOB));
@@ -71,7 +59,6 @@ pub fn update_job(
     };
     let scheduling = spec.scheduling.as_ref();
     let pod = PodSpec {
-        restart_policy: Some("Never".to_owned()),
         service_account_name: Some(names.app.clone()),
         image_pull_secrets: spec.image_pull_secrets.clone().filter(|s| !s.is_empty()),
         volumes: Some(volumes(mm, names)).filter(|v| !v.is_empty()),
@@ -87,37 +74,18 @@ pub fn update_job(
         containers: vec![container],
         ..Default::default()
     };
-    Job {
-        metadata: meta,
-        spec: Some(JobSpec {
-            backoff_limit: Some(backoff_limit),
-            active_deadline_seconds: Some(active_deadline_seconds),
-            // A migration that exits non-zero fails the same way on retry: fail the Job at once.
-            pod_failure_policy: Some(PodFailurePolicy {
-                rules: vec![PodFailurePolicyRule {
-                    action: "FailJob".to_owned(),
-                    on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                        container_name: Some(MAIN_CONTAINER.to_owned()),
-                        operator: "NotIn".to_owned(),
-                        values: vec![0],
-                    }),
-                    on_pod_conditions: None,
-                }],
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: update
-                        .and_then(|u| u.extra_annotations.clone())
-                        .filter(|a| !a.is_empty()),
-                    ..Default::default()
-                }),
-                spec: Some(pod),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    job(
+        meta,
+        mm.annotations().get(RETRY_ANNOTATION),
+        JobPod {
+            labels: pod_labels,
+            annotations: update.and_then(|u| u.extra_annotations.clone()),
+            spec: pod,
+            main_container: MAIN_CONTAINER.to_owned(),
+            backoff_limit,
+            active_deadline_seconds,
+        },
+    )
 }
 
 #[cfg(test)]

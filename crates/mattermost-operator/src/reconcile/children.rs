@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::context::{Context, cached};
-use super::jobs::cleanup_update_jobs;
+use super::jobs::verification_failed;
 use super::outcome::ChildrenOutcome;
 use super::upgrade::{StableHistory, config_gate, upgrade_gate};
 use crate::apply::{self, Applied, ApplyError};
@@ -105,14 +105,17 @@ pub(super) async fn apply_children(
     let history = StableHistory::of(mm);
     let spec_image = main_image(&dep);
 
-    // Automatic rollback: the spec's image stopped progressing; run the last stable one instead
-    // for as long as the spec asks for the failed image.
+    // Automatic rollback: the spec's image stopped progressing or failed its verification; run
+    // the last stable one instead for as long as the spec asks for the failed image.
     let status = mm.status.as_ref();
     let mut rolled_back =
         spec_image.is_some() && status.and_then(|s| s.rolled_back_from.as_ref()) == spec_image.as_ref();
     if !rolled_back
         && mm.spec.automatic_rollback()
-        && live.as_ref().and_then(status::deadline_exceeded).is_some()
+        && (live.as_ref().and_then(status::deadline_exceeded).is_some()
+            || spec_image
+                .as_deref()
+                .is_some_and(|i| verification_failed(ctx, names, i)))
         && live_image == spec_image
         && history.last.is_some()
         && history.last != spec_image
@@ -166,7 +169,7 @@ pub(super) async fn apply_children(
             .await?;
         }
     }
-    cleanup_update_jobs(ctx, names, uid, &out.gate).await
+    Ok(())
 }
 
 /// A scale-up passes the same capacity preflight as an upgrade: refused, the Deployment keeps its

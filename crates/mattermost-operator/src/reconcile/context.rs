@@ -30,7 +30,7 @@ pub struct Stores {
     pub ingresses: Store<Ingress>,
     /// ServiceAccounts of installations.
     pub service_accounts: Store<ServiceAccount>,
-    /// Update Jobs of installations.
+    /// Upgrade Jobs (backup, update, verification) of installations.
     pub jobs: Store<Job>,
     /// Volume claims of installations.
     pub pvcs: Store<PersistentVolumeClaim>,
@@ -72,6 +72,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Update Job settings.
     pub update_job: UpdateJobSettings,
+    /// Image of the verification Jobs (the operator's own).
+    pub operator_image: String,
     /// Rollout cap.
     pub slots: Arc<RolloutSlots>,
     /// Installations whose upgrade is blocked or failed, with the blocking reason (for the metrics).

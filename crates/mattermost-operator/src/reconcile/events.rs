@@ -8,7 +8,7 @@ use tracing::warn;
 use super::context::Context;
 use super::outcome::ChildrenOutcome;
 use crate::status::conditions::find;
-use crate::status::{self, DEGRADED, READY, UPDATE_JOB};
+use crate::status::{self, BACKUP, DEGRADED, JobKind, READY, UPDATE_JOB, VERIFIED};
 
 /// Events on meaningful transitions only, never one per write.
 pub(super) async fn publish_events(
@@ -41,25 +41,30 @@ pub(super) async fn publish_events(
             "Reconcile",
         ));
     }
-    if let Some(job) = &outcome.job_created {
-        events.push((
-            EventType::Normal,
-            "UpdateJobStarted".to_owned(),
-            format!("started update Job {job}"),
-            "Upgrade",
-        ));
+    // In the order of the upgrade: a Job that succeeded before the next one started.
+    for type_ in [BACKUP, UPDATE_JOB] {
+        if let Some(c) = changed(type_).filter(|c| c.status == "True") {
+            events.push((EventType::Normal, c.reason.clone(), c.message.clone(), "Upgrade"));
+        }
     }
     if let Some(c) = changed(UPDATE_JOB) {
         if c.status == "True" {
             ctx.metrics.update_job_finished("succeeded");
-            events.push((EventType::Normal, c.reason.clone(), c.message.clone(), "Upgrade"));
-        } else if c.reason == "UpdateJobFailed" {
+        } else if c.reason == JobKind::Update.failed() {
             ctx.metrics.update_job_finished("failed");
         }
     }
+    for (kind, job) in &outcome.jobs_created {
+        events.push((
+            EventType::Normal,
+            kind.started().to_owned(),
+            format!("started {} {job}", kind.noun()),
+            "Upgrade",
+        ));
+    }
     if outcome.rollback_started {
         let msg = format!(
-            "rollout of {} exceeded its progress deadline; restoring the last stable version",
+            "rollout of {} did not progress or failed its verification; restoring the last stable version",
             mm.spec.image_reference()
         );
         events.push((EventType::Warning, "RollingBack".to_owned(), msg, "Upgrade"));
@@ -72,6 +77,9 @@ pub(super) async fn publish_events(
             );
         }
         events.push((EventType::Normal, "RolloutStarted".to_owned(), msg, "Upgrade"));
+    }
+    if let Some(c) = changed(VERIFIED).filter(|c| c.status == "True") {
+        events.push((EventType::Normal, c.reason.clone(), c.message.clone(), "Upgrade"));
     }
     let was_ready = find(old_conds, READY).is_some_and(|c| c.status == "True");
     if let Some(c) = changed(READY).filter(|c| was_ready && c.reason == status::CHILDREN_MISSING) {

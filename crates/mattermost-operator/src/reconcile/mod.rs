@@ -2,7 +2,8 @@
 //!
 //! One stage per file: [`context`] (what every reconcile shares), [`children`] (build and apply
 //! the children), [`upgrade`] (the gate an image change passes, the rollout cap), [`jobs`] (the
-//! update Job), `status` (pure, crate level) and [`events`]; [`retry`] decides when to come back.
+//! gate of the backup, update and verification Jobs), [`verify`] (after the rollout), `status`
+//! (pure, crate level) and [`events`]; [`retry`] decides when to come back.
 
 mod children;
 mod context;
@@ -12,6 +13,7 @@ mod outcome;
 mod pace;
 mod retry;
 mod upgrade;
+mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,9 +143,6 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
         });
     }
     let monitoring = crate::monitoring::reconcile(&ctx.client, mm, &names, &uid).await;
-    let failure = failure
-        .or_else(|| outcome.scale_blocked.clone())
-        .or_else(|| outcome.job_pod_problem.clone());
 
     let deployment = outcome
         .deployment
@@ -164,6 +163,29 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
         .filter(|rs| rs.labels().get(INSTALLATION_LABEL) == Some(&names.app))
         .map(|rs| (**rs).clone())
         .collect();
+    if failure.is_none()
+        && observed.first_error().is_none()
+        && let Err(e) = verify::verify_and_clean_up(
+            ctx,
+            mm,
+            &names,
+            &uid,
+            deployment.as_ref(),
+            &replica_sets,
+            &mut outcome,
+        )
+        .await
+    {
+        let message = observed.secrets.scrub(&e.to_string());
+        warn!(reason = e.reason(), error = %message, "verifying the rollout failed");
+        failure = Some(Failure {
+            reason: e.reason(),
+            message,
+        });
+    }
+    let failure = failure
+        .or_else(|| outcome.scale_blocked.clone())
+        .or_else(|| outcome.job_pod_problem.clone());
     let pods: Vec<Pod> = ctx
         .stores
         .pods
@@ -192,6 +214,8 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
                 .filter(|_| mm.spec.ingress_enabled() || mm.spec.alb_enabled()),
             resource_patch: outcome.resource_patch.clone(),
             rolled_back_from: outcome.rolled_back_from.clone(),
+            verification: outcome.verification.as_ref(),
+            last_backup: outcome.last_backup.as_ref(),
             missing: &outcome.missing,
         },
         mm.status.as_ref(),

@@ -1,19 +1,18 @@
-//! The upgrade gate: whether an image change may roll (preflight, a slot under the cap, the update
-//! Job), and giving the slot back when the rollout ends.
+//! The upgrade gate: whether an image change may roll (preflight, a slot under the cap, the backup
+//! and update Jobs), and giving the slot back when the rollout ends.
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use mattermost_api::v1beta1::{Mattermost, MattermostStatus, RunningState, image_reference};
 
 use super::context::{Context, cached};
-use super::jobs::update_job_gate;
+use super::jobs;
 use super::outcome::ChildrenOutcome;
 use crate::apply::ApplyError;
 use crate::desired::Inputs;
 use crate::desired::names::Names;
 use crate::preflight;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
-
 use crate::rollout_cap::Slot;
 use crate::status::conditions::find;
 use crate::status::{DEGRADED, Gate, PROGRESSING};
@@ -48,7 +47,7 @@ impl StableHistory {
 }
 
 /// Decides whether the image change may proceed: preflight checks, a rollout slot, then the
-/// update Job (skipped when disabled or when going back to a known stable image).
+/// backup and update Jobs (skipped when going back to a known stable image).
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn upgrade_gate(
     ctx: &Context,
@@ -64,7 +63,7 @@ pub(super) async fn upgrade_gate(
     let known = rolled_back || history.knows(image);
     let wants_capacity = !mm.spec.skip_capacity_check() && !mm.spec.recreate_strategy();
     out.capacity_check_skipped = wants_capacity && ctx.capacity.is_none();
-    let job_exists = cached(&ctx.stores.jobs, &names.update_job(image), &names.namespace).is_some();
+    let job_exists = jobs::upgrade_started(ctx, names, image);
     if !known && !job_exists {
         let status = mm.status.as_ref();
         let last = status.and_then(|s| s.last_stable_version.as_deref());
@@ -72,6 +71,12 @@ pub(super) async fn upgrade_gate(
         if let Err(b) =
             preflight::check_downgrade(mm.spec.version(), last, previous, mm.spec.allow_downgrade())
         {
+            return Ok(Gate::Blocked {
+                reason: b.reason,
+                message: b.message,
+            });
+        }
+        if let Err(b) = preflight::check_recent_backup(mm, k8s_openapi::jiff::Timestamp::now()) {
             return Ok(Gate::Blocked {
                 reason: b.reason,
                 message: b.message,
@@ -90,10 +95,11 @@ pub(super) async fn upgrade_gate(
     if !ctx.slots.acquire(&rollout_slot(names)).await {
         return Ok(Gate::Waiting);
     }
-    if known || mm.spec.update_job_disabled() {
+    // Going back to a known stable version needs neither a backup nor a migration.
+    if known {
         return Ok(Gate::Open);
     }
-    update_job_gate(ctx, mm, names, uid, inputs, image, out).await
+    jobs::upgrade_jobs(ctx, mm, names, uid, inputs, image, out).await
 }
 
 /// The slot of an installation's rollout.
@@ -114,6 +120,14 @@ pub(super) async fn config_gate(ctx: &Context, names: &Names) -> Gate {
     }
 }
 
+/// `Progressing` reasons of an upgrade that holds a rollout slot: its Jobs and the rollout.
+const ROLLING_REASONS: [&str; 4] = [
+    "BackupRunning",
+    "UpdateJobRunning",
+    "RollingOut",
+    "VerificationRunning",
+];
+
 /// The rollouts a controller's caches show under way, oldest first (to rebuild the slots after a
 /// restart): installations whose last status says they were running the update Job or rolling,
 /// and those whose Deployment is still rolling (its status may not have been written).
@@ -130,8 +144,7 @@ pub fn under_way<'a>(
                 .as_ref()
                 .and_then(|s| find(&s.conditions, PROGRESSING))
                 .filter(|c| c.status == "True");
-            let said_so =
-                progressing.is_some_and(|c| c.reason == "UpdateJobRunning" || c.reason == "RollingOut");
+            let said_so = progressing.is_some_and(|c| ROLLING_REASONS.contains(&c.reason.as_str()));
             let rolling =
                 cached(deployments, &Names::of(mm).app, &ns).is_some_and(|d| deployment_rolling(&d));
             (said_so || rolling).then(|| {

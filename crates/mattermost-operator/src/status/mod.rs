@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mattermost_api::v1beta1::{
-    Mattermost, MattermostStatus, ResourcePatchStatus, RunningState, split_image_reference,
+    LastBackup, Mattermost, MattermostStatus, ResourcePatchStatus, RunningState, split_image_reference,
 };
 
 use crate::desired::names::{JOB_SERVER_CONTAINER, MAIN_CONTAINER};
@@ -33,6 +33,10 @@ pub const STALLED: &str = "Stalled";
 pub const MONITORING: &str = "MonitoringConfigured";
 /// State of the update Job gate.
 pub const UPDATE_JOB: &str = "UpdateJobSucceeded";
+/// State of the backup before the update Job (`spec.upgrade.backup`).
+pub const BACKUP: &str = "BackupSucceeded";
+/// State of the verification after the rollout of a new version (`spec.upgrade.verify`).
+pub const VERIFIED: &str = "VerificationSucceeded";
 /// Result of the upgrade preflight checks.
 pub const PREFLIGHT: &str = "PreflightPassed";
 /// False when `version` is a tag that moves (`latest`, `master`, ...).
@@ -43,19 +47,119 @@ pub const NO_ENDPOINT: &str = "not available";
 pub const CHILDREN_MISSING: &str = "ChildrenMissing";
 const REVISION: &str = "deployment.kubernetes.io/revision";
 
-/// Where the update Job gate stands.
+/// The Jobs of an upgrade, in the order they run: each has a condition and stable reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Database dump before the schema changes.
+    Backup,
+    /// `mattermost db migrate` with the new image.
+    Update,
+    /// The server's own health and version after the rollout.
+    Verify,
+}
+
+impl JobKind {
+    /// Condition type of this Job's state.
+    pub fn condition(self) -> &'static str {
+        match self {
+            JobKind::Backup => BACKUP,
+            JobKind::Update => UPDATE_JOB,
+            JobKind::Verify => VERIFIED,
+        }
+    }
+
+    /// Reason while it runs.
+    pub fn running(self) -> &'static str {
+        match self {
+            JobKind::Backup => "BackupRunning",
+            JobKind::Update => "UpdateJobRunning",
+            JobKind::Verify => "VerificationRunning",
+        }
+    }
+
+    /// Reason when it failed.
+    pub fn failed(self) -> &'static str {
+        match self {
+            JobKind::Backup => "BackupFailed",
+            JobKind::Update => "UpdateJobFailed",
+            JobKind::Verify => "VerificationFailed",
+        }
+    }
+
+    /// Reason when it succeeded (the condition type).
+    pub fn succeeded(self) -> &'static str {
+        self.condition()
+    }
+
+    /// Event reason when the operator started it.
+    pub fn started(self) -> &'static str {
+        match self {
+            JobKind::Backup => "BackupStarted",
+            JobKind::Update => "UpdateJobStarted",
+            JobKind::Verify => "VerificationStarted",
+        }
+    }
+
+    /// For messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            JobKind::Backup => "backup Job",
+            JobKind::Update => "update Job",
+            JobKind::Verify => "verification Job",
+        }
+    }
+
+    fn doing(self) -> &'static str {
+        match self {
+            JobKind::Backup => "dumps the database to object storage",
+            JobKind::Update => "runs `mattermost db migrate`",
+            JobKind::Verify => "asks the server for its health and version",
+        }
+    }
+}
+
+/// Where one Job stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Created, not finished.
+    Running,
+    /// Finished with success.
+    Succeeded,
+    /// Failed; kept (no relaunch) until the spec changes or a retry is requested.
+    Failed {
+        /// Why, from the Job condition or the failed pod's termination message.
+        message: String,
+    },
+}
+
+/// One Job of an upgrade and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRun {
+    /// Which Job.
+    pub kind: JobKind,
+    /// Job name.
+    pub job: String,
+    /// Its state.
+    pub state: JobState,
+}
+
+/// Where the upgrade gate stands (preflight, slot, backup and update Jobs).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Gate {
     /// No image change pending (or the gate is disabled).
     #[default]
     Open,
-    /// The update Job for the new image is running.
+    /// A Job the new image waits for is running (backup, then update).
     Running {
+        /// Which Job.
+        kind: JobKind,
         /// Job name.
         job: String,
     },
-    /// The update Job failed; the Deployment is left alone.
+    /// A Job the new image waits for failed; the Deployment is left alone.
     Failed {
+        /// Which Job.
+        kind: JobKind,
         /// Job name.
         job: String,
         /// Why, from the Job condition or the failed pod's termination message.
@@ -113,6 +217,10 @@ pub struct Observation<'a> {
     pub resource_patch: Option<ResourcePatchStatus>,
     /// Set when the rollout of this image was rolled back automatically.
     pub rolled_back_from: Option<String>,
+    /// The verification of a new version after its rollout, when one ran.
+    pub verification: Option<&'a JobRun>,
+    /// The backup taken before this upgrade, once it succeeded.
+    pub last_backup: Option<&'a LastBackup>,
     /// Wanted children that were absent or being deleted when observed (`Kind name`); the
     /// installation is not stable until they exist again.
     pub missing: &'a [String],
@@ -277,10 +385,65 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
             ),
         ),
     }
+    // A new upgrade makes the verification of the last one moot, and a new backup its update Job.
+    match obs.gate {
+        Gate::Open => {}
+        Gate::Running {
+            kind: JobKind::Backup,
+            ..
+        }
+        | Gate::Failed {
+            kind: JobKind::Backup,
+            ..
+        } => {
+            conditions::remove(conds, UPDATE_JOB);
+            conditions::remove(conds, VERIFIED);
+        }
+        _ => conditions::remove(conds, VERIFIED),
+    }
+    if let Some(backup) = obs.last_backup {
+        status.last_backup = Some(backup.clone());
+        let msg = format!("database of {} backed up to {}", backup.version, backup.location);
+        upsert(
+            conds,
+            condition(BACKUP, true, JobKind::Backup.succeeded(), msg, generation, now),
+        );
+    }
+    if let Some(run) = obs.verification {
+        let kind = run.kind;
+        let job = &run.job;
+        let c = match &run.state {
+            JobState::Running => condition(
+                kind.condition(),
+                false,
+                kind.running(),
+                format!("{} {job} {}", kind.noun(), kind.doing()),
+                generation,
+                now,
+            ),
+            JobState::Succeeded => condition(
+                kind.condition(),
+                true,
+                kind.succeeded(),
+                format!(
+                    "{} {job}: the server is healthy and runs the new version",
+                    kind.noun()
+                ),
+                generation,
+                now,
+            ),
+            JobState::Failed { message } => {
+                let msg = format!("{} {job} failed: {message}", kind.noun());
+                problems.push((kind.failed(), msg.clone()));
+                condition(kind.condition(), false, kind.failed(), msg, generation, now)
+            }
+        };
+        upsert(conds, c);
+    }
     if let Some(image) = &obs.rolled_back_from {
         problems.push((
             "RolledBack",
-            format!("the rollout of {image} exceeded its progress deadline and was rolled back to the last stable version"),
+            format!("the rollout of {image} did not progress or failed verification and was rolled back to the last stable version"),
         ));
     } else if let Some(msg) = obs.deployment.and_then(deadline_exceeded) {
         problems.push(("ProgressDeadlineExceeded", msg));
@@ -317,25 +480,40 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
     };
     upsert(conds, pinned);
     match obs.gate {
-        Gate::Open | Gate::Blocked { .. } | Gate::Waiting => conditions::remove(conds, UPDATE_JOB),
-        Gate::Running { job } => upsert(
+        Gate::Open | Gate::Blocked { .. } | Gate::Waiting => {
+            conditions::remove(conds, UPDATE_JOB);
+            if obs.last_backup.is_none() {
+                conditions::remove(conds, BACKUP);
+            }
+        }
+        Gate::Running { kind, job } => upsert(
             conds,
             condition(
-                UPDATE_JOB,
+                kind.condition(),
                 false,
-                "UpdateJobRunning",
-                format!("update Job {job} runs `mattermost db migrate`"),
+                kind.running(),
+                format!("{} {job} {}", kind.noun(), kind.doing()),
                 generation,
                 now,
             ),
         ),
-        Gate::Failed { job, message } => {
-            let msg = format!("update Job {job} failed: {message}; the Deployment was not changed");
+        Gate::Failed { kind, job, message } => {
+            let msg = format!(
+                "{} {job} failed: {message}; the Deployment was not changed",
+                kind.noun()
+            );
             upsert(
                 conds,
-                condition(UPDATE_JOB, false, "UpdateJobFailed", msg.clone(), generation, now),
+                condition(
+                    kind.condition(),
+                    false,
+                    kind.failed(),
+                    msg.clone(),
+                    generation,
+                    now,
+                ),
             );
-            problems.push(("UpdateJobFailed", msg));
+            problems.push((kind.failed(), msg));
         }
         Gate::Passed { job } => upsert(
             conds,
@@ -409,6 +587,16 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
         )
     } else if !job_server_ok {
         (RunningState::Ready, "waiting for the job server".to_owned())
+    } else if let Some(JobRun {
+        job,
+        state: JobState::Running,
+        ..
+    }) = obs.verification
+    {
+        (
+            RunningState::Ready,
+            format!("verification Job {job} asks the server for its health and version"),
+        )
     } else {
         (
             RunningState::Stable,
@@ -479,7 +667,10 @@ pub fn compute(obs: &Observation<'_>, old: Option<&MattermostStatus>, now: &Time
     }
     let progressing = problems.is_empty() && state != RunningState::Stable;
     let reason = match (progressing, obs.gate) {
-        (true, Gate::Running { .. }) => "UpdateJobRunning",
+        (true, Gate::Running { kind, .. }) => kind.running(),
+        (true, _) if obs.verification.is_some_and(|v| v.state == JobState::Running) => {
+            JobKind::Verify.running()
+        }
         (true, Gate::Waiting) => "WaitingForRolloutSlot",
         (true, _) if !obs.missing.is_empty() => "RecreatingChildren",
         (true, _) => "RollingOut",

@@ -117,6 +117,8 @@ fn compute_missing(
         ingress: None,
         resource_patch: None,
         rolled_back_from: None,
+        verification: None,
+        last_backup: None,
         missing,
     };
     compute(&obs, old, &t(now))
@@ -210,6 +212,8 @@ fn problems_keep_reconciling_with_reason() {
         ingress: None,
         resource_patch: None,
         rolled_back_from: None,
+        verification: None,
+        last_backup: None,
         missing: &[],
     };
     let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
@@ -233,6 +237,7 @@ fn failed_update_job_is_reported() {
     let m = mm(1);
     let checks = ok_checks();
     let gate = Gate::Failed {
+        kind: JobKind::Update,
         job: "chat-update-1".into(),
         message: "exit code 1: boom".into(),
     };
@@ -251,6 +256,8 @@ fn failed_update_job_is_reported() {
         ingress: None,
         resource_patch: None,
         rolled_back_from: None,
+        verification: None,
+        last_backup: None,
         missing: &[],
     };
     let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
@@ -360,6 +367,8 @@ fn kstatus_pair_follows_rollout_slot_block_and_stable() {
             ingress: None,
             resource_patch: None,
             rolled_back_from: None,
+            verification: None,
+            last_backup: None,
             missing: &[],
         };
         compute(&obs, None, &t("2026-01-01T00:00:00Z"))
@@ -374,9 +383,19 @@ fn kstatus_pair_follows_rollout_slot_block_and_stable() {
         (f("True"), f("WaitingForRolloutSlot"))
     );
     assert_eq!(cond(&waiting, STALLED).0, "False");
-    let running = observe(&Gate::Running { job: "j".into() });
+    let running = observe(&Gate::Running {
+        kind: JobKind::Update,
+        job: "j".into(),
+    });
     assert_eq!(cond(&running, RECONCILING), (f("True"), f("UpdateJobRunning")));
+    let backup = observe(&Gate::Running {
+        kind: JobKind::Backup,
+        job: "b".into(),
+    });
+    assert_eq!(cond(&backup, RECONCILING), (f("True"), f("BackupRunning")));
+    assert_eq!(cond(&backup, BACKUP), (f("False"), f("BackupRunning")));
     let failed = observe(&Gate::Failed {
+        kind: JobKind::Update,
         job: "j".into(),
         message: "exit code 1".into(),
     });
@@ -408,6 +427,8 @@ fn kstatus_pair_follows_rollout_slot_block_and_stable() {
         ingress: None,
         resource_patch: None,
         rolled_back_from: None,
+        verification: None,
+        last_backup: None,
         missing: &[],
     };
     let st = compute(&obs, None, &t("2026-01-01T00:00:00Z"));
@@ -437,4 +458,51 @@ fn a_missing_child_is_never_stable() {
     );
     let again = compute_for(&m, &dep, &sets, Some(&s), "2026-01-01T00:00:11Z");
     assert_eq!(again.state.as_deref(), Some("stable"));
+}
+
+#[test]
+fn a_new_version_is_stable_only_once_verified_and_a_failed_verification_degrades() {
+    let m = mm(1);
+    let checks = ok_checks();
+    let dep = deployment("1", "mm:1", 1);
+    let sets = [rs("1", "mm:1", 1)];
+    let observe = |state: JobState| {
+        let run = JobRun {
+            kind: JobKind::Verify,
+            job: "chat-verify-1".into(),
+            state,
+        };
+        let obs = Observation {
+            mm: &m,
+            checks: &checks,
+            failure: None,
+            gate: &Gate::Open,
+            deployment: Some(&dep),
+            replica_sets: &sets,
+            pods: &[],
+            job_server: None,
+            service: None,
+            ingress: None,
+            resource_patch: None,
+            rolled_back_from: None,
+            verification: Some(&run),
+            last_backup: None,
+            missing: &[],
+        };
+        compute(&obs, None, &t("2026-01-01T00:00:00Z"))
+    };
+    let f = |s: &str| s.to_owned();
+    let running = observe(JobState::Running);
+    assert_eq!(running.state.as_deref(), Some("ready"));
+    assert_eq!(cond(&running, PROGRESSING), (f("True"), f("VerificationRunning")));
+    assert_eq!(running.last_stable_version, None, "not stable before verified");
+    let passed = observe(JobState::Succeeded);
+    assert_eq!(passed.state.as_deref(), Some("stable"));
+    assert_eq!(cond(&passed, VERIFIED), (f("True"), f("VerificationSucceeded")));
+    let failed = observe(JobState::Failed {
+        message: "exit code 1: ServerUnhealthy: database UNHEALTHY".into(),
+    });
+    assert_eq!(cond(&failed, DEGRADED), (f("True"), f("VerificationFailed")));
+    assert!(failed.error.as_deref().unwrap().contains("database UNHEALTHY"));
+    assert_ne!(failed.state.as_deref(), Some("stable"));
 }

@@ -39,6 +39,8 @@ pub struct Env {
     pub migration_step_deadline: Duration,
     /// Metrics of the running operator.
     pub metrics: Option<Arc<Metrics>>,
+    /// Image of the verification Jobs of the operator started by `start_operator`.
+    pub operator_image: String,
 }
 
 impl Env {
@@ -69,6 +71,7 @@ impl Env {
             scope: mattermost_operator::cli::Scope::Namespaces(vec![self.name.clone()]),
             concurrency: 4,
             update_job: UpdateJobSettings::default(),
+            operator_image: self.operator_image.clone(),
             max_rollouts: self.max_rollouts,
             requeue_on_limit_delay: Duration::from_secs(2),
             capacity_check: true,
@@ -190,6 +193,7 @@ pub async fn env_without_operator(prefix: &str) -> Env {
         resync_period: Duration::from_secs(300),
         migration_step_deadline: Duration::from_secs(600),
         metrics: None,
+        operator_image: mattermost_operator::cli::default_operator_image(),
     }
 }
 
