@@ -241,13 +241,17 @@ where
     };
     match live {
         Some(obj) if is_owned_by(&obj, owner_uid) && obj.meta().deletion_timestamp.is_none() => {
-            api.delete(name, params).await.map_err(|source| ApplyError::Api {
-                verb: "delete",
-                kind,
-                name: name.to_owned(),
-                source: Box::new(source),
-            })?;
-            Ok(Applied::Written(None))
+            match api.delete(name, params).await {
+                Ok(_) => Ok(Applied::Written(None)),
+                // Already gone (the cache had not seen it go yet): nothing left to do.
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(Applied::Unchanged),
+                Err(source) => Err(ApplyError::Api {
+                    verb: "delete",
+                    kind,
+                    name: name.to_owned(),
+                    source: Box::new(source),
+                }),
+            }
         }
         _ => Ok(Applied::Unchanged),
     }

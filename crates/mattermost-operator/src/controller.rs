@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::recorder::Recorder;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -16,7 +17,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::PartialObjectMeta;
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -293,6 +294,7 @@ async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: 
             store.state().iter().filter_map(|mm| mm.uid()).collect();
         ctx.observed.retain(|uid| live.contains(uid));
         ctx.status_pace.retain(|uid| live.contains(uid));
+        ctx.published.retain(|uid| live.contains(uid));
         let state = store.state();
         ctx.secret_reads.retain(|ns, name| {
             state.iter().any(|mm| {
@@ -411,6 +413,7 @@ fn run_scope(
         resync: reconcile::Resync::every(settings.resync_period),
         observed: Default::default(),
         status_pace: Default::default(),
+        published: Default::default(),
         secret_reads,
     });
 

@@ -17,6 +17,7 @@ pub mod monitoring;
 pub mod observe;
 pub mod preflight;
 pub mod reconcile;
+pub mod recorder;
 pub mod redact;
 pub mod rest_metrics;
 pub mod rollout_cap;

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::recorder::Recorder;
 use kube::Client;
-use kube::runtime::events::Recorder;
 
 use crate::apply;
 use crate::rollout_cap::RolloutSlots;

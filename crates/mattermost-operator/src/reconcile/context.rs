@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
+use crate::recorder::Recorder;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 
@@ -87,6 +87,8 @@ pub struct Context {
     pub resync: Resync,
     /// When each installation's status was last written (progress is written at most every 5 s).
     pub status_pace: super::pace::Pace,
+    /// Events published recently (not repeated from a stale cached status).
+    pub published: super::pace::Published,
     /// Referenced Secrets as last read, shared across installations (see [`observe::SecretReads`]).
     pub secret_reads: Arc<observe::SecretReads>,
     /// What was read from referenced Secrets, per installation.

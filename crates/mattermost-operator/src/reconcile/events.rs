@@ -1,7 +1,7 @@
 //! Kubernetes events of an installation, on meaningful transitions only.
 
-use kube::Resource;
 use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
 use mattermost_api::v1beta1::{Mattermost, MattermostStatus};
 use tracing::warn;
 
@@ -95,7 +95,11 @@ pub(super) async fn publish_events(
         events.push((EventType::Normal, c.reason.clone(), msg, "Reconcile"));
     }
     let reference = mm.object_ref(&());
+    let uid = mm.uid().unwrap_or_default();
     for (type_, reason, note, action) in events {
+        if !ctx.published.first(&uid, &format!("{reason}/{note}")) {
+            continue;
+        }
         let event = Event {
             type_,
             reason,

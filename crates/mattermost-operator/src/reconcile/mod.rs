@@ -30,7 +30,7 @@ use tracing::{instrument, warn};
 
 pub use context::UpdateJobSettings;
 pub use context::{Context, Stores};
-pub use pace::Pace;
+pub use pace::{Pace, Published};
 pub use retry::{Backoff, Resync, jittered, retry_delay};
 pub use upgrade::under_way;
 

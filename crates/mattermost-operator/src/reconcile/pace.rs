@@ -1,13 +1,14 @@
-//! How often a rollout's progress is written to status. A transition (state, a condition's status
-//! or reason, versions, observedGeneration) is written at once; a change of counters and messages
-//! only ("1/2 pods") at most every [`PROGRESS_INTERVAL`], so a fleet upgrade does not write the
-//! status once per pod event.
+//! How often a rollout's progress is written to status. What a person or a tool waits for is
+//! written at once: a new generation observed, `stable`, a problem (`Degraded`, `Stalled`), a
+//! changed version. Steps in between ("update Job running", "1/2 pods") at most every
+//! [`PROGRESS_INTERVAL`], so a fleet upgrade does not write each installation's status once per
+//! Job and pod event.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mattermost_api::v1beta1::MattermostStatus;
+use mattermost_api::v1beta1::{MattermostStatus, RunningState};
 
 /// The shortest interval between two progress-only status writes of one installation.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
@@ -48,18 +49,55 @@ impl Pace {
     }
 }
 
-/// True when `old` and `new` differ only in counters and messages.
-pub fn progress_only(old: &MattermostStatus, new: &MattermostStatus) -> bool {
-    let bare = |s: &MattermostStatus| {
-        let mut s = s.clone();
-        s.replicas = None;
-        s.updated_replicas = None;
-        for c in &mut s.conditions {
-            c.message.clear();
+/// How long an event of an installation is not repeated (a reconcile that starts from a cached
+/// status older than its last write sees the same transition again).
+pub const EVENT_REPEAT_WINDOW: Duration = Duration::from_secs(60);
+
+/// The events published recently, per installation.
+#[derive(Debug, Default)]
+pub struct Published(Mutex<HashMap<String, Vec<(String, Instant)>>>);
+
+impl Published {
+    /// True (and remembered) unless `key` was published for `uid` within the window.
+    pub fn first(&self, uid: &str, key: &str) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return true;
+        };
+        let recent = m.entry(uid.to_owned()).or_default();
+        recent.retain(|(_, t)| t.elapsed() < EVENT_REPEAT_WINDOW);
+        if recent.iter().any(|(k, _)| k == key) {
+            return false;
         }
-        s
+        recent.push((key.to_owned(), Instant::now()));
+        true
+    }
+
+    /// Forgets installations for which `live` is false.
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|uid, _| live(uid));
+        }
+    }
+}
+
+/// True when `new` is a step of a rollout under way that `old` already showed: same generation,
+/// not stable, no problem, same version and stable history.
+pub fn progress_only(old: &MattermostStatus, new: &MattermostStatus) -> bool {
+    let problem = |s: &MattermostStatus| {
+        s.conditions
+            .iter()
+            .any(|c| (c.type_ == "Degraded" || c.type_ == "Stalled") && c.status == "True")
     };
-    bare(old) == bare(new)
+    let stable = new.state.as_deref() == Some(RunningState::Stable.as_str());
+    old.observed_generation == new.observed_generation
+        && !stable
+        && !problem(old)
+        && !problem(new)
+        && old.version == new.version
+        && old.image == new.image
+        && old.last_stable_version == new.last_stable_version
+        && old.rolled_back_from == new.rolled_back_from
+        && old.last_backup == new.last_backup
 }
 
 #[cfg(test)]
@@ -84,15 +122,33 @@ mod tests {
     }
 
     #[test]
+    fn an_event_is_not_repeated_within_the_window() {
+        let p = Published::default();
+        assert!(p.first("u", "Stable/at 10.9.0"));
+        assert!(!p.first("u", "Stable/at 10.9.0"));
+        assert!(p.first("v", "Stable/at 10.9.0"), "per installation");
+        assert!(p.first("u", "UpdateJobStarted/x"));
+    }
+
+    #[test]
     fn counters_wait_and_transitions_do_not() {
         let a = status("reconciling", 1, "RollingOut", "1/2 pods");
         let b = status("reconciling", 2, "RollingOut", "2/2 pods");
         assert!(progress_only(&a, &b));
+        assert!(
+            progress_only(&a, &status("reconciling", 2, "UpdateJobRunning", "")),
+            "a step"
+        );
         assert!(!progress_only(&a, &status("stable", 2, "RollingOut", "2/2 pods")));
-        assert!(!progress_only(
-            &a,
-            &status("reconciling", 2, "UpdateJobRunning", "")
-        ));
+        let mut newer = b.clone();
+        newer.observed_generation = Some(2);
+        assert!(
+            !progress_only(&a, &newer),
+            "a new generation is acknowledged at once"
+        );
+        let mut degraded = b.clone();
+        degraded.conditions[0].type_ = "Degraded".into();
+        assert!(!progress_only(&a, &degraded), "problems are reported at once");
 
         let pace = Pace::default();
         assert_eq!(pace.hold("u", Some(&a), &b), None, "never written: write");
