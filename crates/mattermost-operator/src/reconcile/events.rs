@@ -54,8 +54,10 @@ pub(super) async fn publish_events(
             ctx.metrics.update_job_finished("failed");
         }
     }
+    // What this reconcile did (not a transition read from a possibly stale status): always told.
+    let mut actions = Vec::new();
     for (kind, job) in &outcome.jobs_created {
-        events.push((
+        actions.push((
             EventType::Normal,
             kind.started().to_owned(),
             format!("started {} {job}", kind.noun()),
@@ -67,7 +69,7 @@ pub(super) async fn publish_events(
             "rollout of {} did not progress or failed its verification; restoring the last stable version",
             mm.spec.image_reference()
         );
-        events.push((EventType::Warning, "RollingBack".to_owned(), msg, "Upgrade"));
+        actions.push((EventType::Warning, "RollingBack".to_owned(), msg, "Upgrade"));
     }
     if outcome.rollout_started {
         let mut msg = format!("rolling out {}", mm.spec.image_reference());
@@ -76,7 +78,7 @@ pub(super) async fn publish_events(
                 " (capacity preflight skipped: the operator may not list nodes in namespace-scoped mode)",
             );
         }
-        events.push((EventType::Normal, "RolloutStarted".to_owned(), msg, "Upgrade"));
+        actions.push((EventType::Normal, "RolloutStarted".to_owned(), msg, "Upgrade"));
     }
     if let Some(c) = changed(VERIFIED).filter(|c| c.status == "True") {
         events.push((EventType::Normal, c.reason.clone(), c.message.clone(), "Upgrade"));
@@ -96,10 +98,14 @@ pub(super) async fn publish_events(
     }
     let reference = mm.object_ref(&());
     let uid = mm.uid().unwrap_or_default();
-    for (type_, reason, note, action) in events {
-        if !ctx.published.first(&uid, &format!("{reason}/{note}")) {
-            continue;
-        }
+    // Transitions read from a cached status that is older than our last write come again: told
+    // once a minute at most.
+    let transitions = events
+        .into_iter()
+        .filter(|(_, reason, note, _)| ctx.published.first(&uid, &format!("{reason}/{note}")));
+    let mut all: Vec<_> = transitions.chain(actions).collect();
+    all.sort_by_key(|(_, reason, _, _)| order(reason));
+    for (type_, reason, note, action) in all {
         let event = Event {
             type_,
             reason,
@@ -112,4 +118,20 @@ pub(super) async fn publish_events(
             warn!(error = %e, "publishing event failed");
         }
     }
+}
+
+/// Upgrade events in the order the steps happen (a Job's success before the next one starts).
+fn order(reason: &str) -> usize {
+    const STEPS: [&str; 9] = [
+        "BackupStarted",
+        "BackupSucceeded",
+        "UpdateJobStarted",
+        "UpdateJobSucceeded",
+        "RollingBack",
+        "RolloutStarted",
+        "VerificationStarted",
+        "VerificationSucceeded",
+        "Stable",
+    ];
+    STEPS.iter().position(|s| *s == reason).unwrap_or(0)
 }
