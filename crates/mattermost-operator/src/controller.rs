@@ -296,11 +296,18 @@ async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: 
         ctx.status_pace.retain(|uid| live.contains(uid));
         ctx.published.retain(|uid| live.contains(uid));
         let state = store.state();
-        ctx.secret_reads.retain(|ns, name| {
-            state.iter().any(|mm| {
-                mm.namespace().as_deref() == Some(ns) && mm.spec.referenced_secrets().contains(&name)
+        let referenced: std::collections::HashSet<(String, &str)> = state
+            .iter()
+            .flat_map(|mm| {
+                let ns = mm.namespace().unwrap_or_default();
+                mm.spec
+                    .referenced_secrets()
+                    .into_iter()
+                    .map(move |s| (ns.clone(), s))
             })
-        });
+            .collect();
+        ctx.secret_reads
+            .retain(|ns, name| referenced.contains(&(ns.to_owned(), name)));
         ctx.slots.release_gone(namespace.as_deref(), |slot| match slot {
             Slot::Rollout { namespace, name } => store
                 .get(&ObjectRef::new(name).within(namespace))
