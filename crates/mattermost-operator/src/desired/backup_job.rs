@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Container, EmptyDirVolumeSource, PodSpec, Volum
 use kube::ResourceExt;
 use mattermost_api::v1beta1::{FileStoreKind, Mattermost};
 
+use super::deployment::placement;
 use super::env::{from_secret, value};
 use super::job::{JobPod, RETRY_ANNOTATION, job};
 use super::labels::{self, APP_BACKUP_JOB};
@@ -223,23 +224,16 @@ pub fn backup_job(
         ..Default::default()
     };
     let spec = &mm.spec;
-    let scheduling = spec.scheduling.as_ref();
     let pod = PodSpec {
         // Without keys the upload uses the file store's IAM role, bound to this ServiceAccount.
         service_account_name: dest.secret.is_none().then(|| names.app.clone()),
         automount_service_account_token: Some(dest.secret.is_none()),
         image_pull_secrets: spec.image_pull_secrets.clone().filter(|s| !s.is_empty()),
         volumes: Some(vec![empty("backup"), empty("tmp")]),
-        node_selector: scheduling
-            .and_then(|s| s.node_selector.clone())
-            .filter(|n| !n.is_empty()),
-        tolerations: scheduling
-            .and_then(|s| s.tolerations.clone())
-            .filter(|t| !t.is_empty()),
         security_context: Some(security::helper_pod()),
         init_containers: Some(vec![dump]),
         containers: vec![upload],
-        ..Default::default()
+        ..placement(mm)
     };
     let mut meta = child_meta(
         mm,

@@ -263,15 +263,9 @@ fn pod_spec(mm: &Mattermost, names: &Names) -> PodSpec {
         dns_config: spec.dns_config.clone(),
         dns_policy: spec.dns_policy.clone().filter(|p| !p.is_empty()),
         affinity: scheduling.and_then(|s| s.affinity.clone()),
-        node_selector: scheduling
-            .and_then(|s| s.node_selector.clone())
-            .filter(|n| !n.is_empty()),
-        tolerations: scheduling
-            .and_then(|s| s.tolerations.clone())
-            .filter(|t| !t.is_empty()),
         security_context: Some(security::pod(mm)),
         topology_spread_constraints: topology_spread(mm, names),
-        ..Default::default()
+        ..placement(mm)
     }
 }
 
@@ -426,6 +420,21 @@ pub fn job_server_deployment(mm: &Mattermost, names: &Names, inputs: &Inputs) ->
         ..pod_spec(mm, names)
     };
     deployment_with(mm, names, &names.job_server, APP_JOB_SERVER, 1, pod)
+}
+
+/// Where the pods of an installation may run (its node selector and tolerations), for the
+/// Deployments and the Jobs.
+pub fn placement(mm: &Mattermost) -> PodSpec {
+    let scheduling = mm.spec.scheduling.as_ref();
+    PodSpec {
+        node_selector: scheduling
+            .and_then(|s| s.node_selector.clone())
+            .filter(|n| !n.is_empty()),
+        tolerations: scheduling
+            .and_then(|s| s.tolerations.clone())
+            .filter(|t| !t.is_empty()),
+        ..Default::default()
+    }
 }
 
 /// Sets the image of `container` in the pod template.

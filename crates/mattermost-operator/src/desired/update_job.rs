@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use kube::ResourceExt;
 use mattermost_api::v1beta1::Mattermost;
 
-use super::deployment::{command, volume_mounts, volumes};
+use super::deployment::{command, placement, volume_mounts, volumes};
 use super::job::{JobPod, RETRY_ANNOTATION, job};
 use super::labels::{self, APP_UPDATE_JOB};
 use super::meta::child_meta;
@@ -63,16 +63,10 @@ pub fn update_job(
         image_pull_secrets: spec.image_pull_secrets.clone().filter(|s| !s.is_empty()),
         volumes: Some(volumes(mm, names)).filter(|v| !v.is_empty()),
         affinity: scheduling.and_then(|s| s.affinity.clone()),
-        node_selector: scheduling
-            .and_then(|s| s.node_selector.clone())
-            .filter(|n| !n.is_empty()),
-        tolerations: scheduling
-            .and_then(|s| s.tolerations.clone())
-            .filter(|t| !t.is_empty()),
         dns_config: spec.dns_config.clone(),
         security_context: Some(security::pod(mm)),
         containers: vec![container],
-        ..Default::default()
+        ..placement(mm)
     };
     job(
         meta,

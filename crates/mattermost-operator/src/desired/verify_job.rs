@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec};
 use kube::ResourceExt;
 use mattermost_api::v1beta1::{Mattermost, split_image_reference};
 
+use super::deployment::placement;
 use super::env::from_secret;
 use super::job::{JobPod, RETRY_ANNOTATION, job};
 use super::labels::{self, APP_VERIFY_JOB};
@@ -55,19 +56,12 @@ pub fn verify_job(mm: &Mattermost, names: &Names, image: &str, operator_image: &
         ..Default::default()
     };
     let spec = &mm.spec;
-    let scheduling = spec.scheduling.as_ref();
     let pod = PodSpec {
         automount_service_account_token: Some(false),
-        node_selector: scheduling
-            .and_then(|s| s.node_selector.clone())
-            .filter(|n| !n.is_empty()),
-        tolerations: scheduling
-            .and_then(|s| s.tolerations.clone())
-            .filter(|t| !t.is_empty()),
         dns_config: spec.dns_config.clone(),
         security_context: Some(security::helper_pod()),
         containers: vec![container],
-        ..Default::default()
+        ..placement(mm)
     };
     let meta = child_meta(
         mm,
