@@ -125,6 +125,26 @@ pub(super) fn upgrade_started(ctx: &Context, names: &Names, image: &str) -> bool
         .any(|name| cached(&ctx.stores.jobs, name, ns).is_some())
 }
 
+/// The failed backup or update Job of the upgrade to `image`, unless a retry was asked for.
+pub(super) fn failed_upgrade(ctx: &Context, mm: &Mattermost, names: &Names, image: &str) -> Option<Gate> {
+    let ns = names.namespace.as_str();
+    [
+        (JobKind::Backup, names.backup_job(image)),
+        (JobKind::Update, names.update_job(image)),
+    ]
+    .into_iter()
+    .find_map(|(kind, name)| {
+        let job = cached(&ctx.stores.jobs, &name, ns)?;
+        let reason = failed(&job).filter(|_| !retry_requested(mm, &job))?;
+        let message = failed_pod_message(&ctx.stores.pods, ns, &name).unwrap_or(reason);
+        Some(Gate::Failed {
+            kind,
+            job: name,
+            message,
+        })
+    })
+}
+
 /// The Jobs before the Deployment may change to `image`: the backup when enabled, then the
 /// update Job unless disabled.
 pub(super) async fn upgrade_jobs(

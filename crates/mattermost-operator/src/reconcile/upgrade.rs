@@ -93,6 +93,11 @@ pub(super) async fn upgrade_gate(
         }
     }
     if !ctx.slots.acquire(&rollout_slot(names)).await {
+        // An upgrade whose Job failed gave its slot back; it keeps reporting the failure until a
+        // retry is asked for (only the new attempt waits for a slot).
+        if job_exists && let Some(failed) = jobs::failed_upgrade(ctx, mm, names, image) {
+            return Ok(failed);
+        }
         return Ok(Gate::Waiting);
     }
     // Going back to a known stable version needs neither a backup nor a migration.
