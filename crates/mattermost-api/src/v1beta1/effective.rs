@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 
 use super::size::SizePreset;
-use super::spec::{BackupPolicy, ExternalFileStore, MattermostSpec};
+use super::spec::{ExternalFileStore, MattermostSpec};
+use super::upgrade::BackupPolicy;
 
 /// Image repository used when `spec.image` is empty.
 pub const DEFAULT_IMAGE: &str = "mattermost/mattermost-enterprise-edition";

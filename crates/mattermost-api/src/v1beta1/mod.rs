@@ -3,8 +3,10 @@ mod effective;
 mod size;
 mod spec;
 mod status;
+mod upgrade;
 
 pub use effective::*;
 pub use size::*;
 pub use spec::*;
 pub use status::*;
+pub use upgrade::*;
