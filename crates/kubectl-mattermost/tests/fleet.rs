@@ -416,9 +416,14 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
         .unwrap()
         .into_iter()
         .filter(|e| {
+            // Only patches that took effect: a request the client retried (429/503/504 under
+            // load) is logged once per attempt.
             e.verb == "patch"
                 && e.user_agent.starts_with("kubectl-mattermost/")
                 && e.resource() == "mattermosts"
+                && e.response_status
+                    .as_ref()
+                    .is_some_and(|r| (200..300).contains(&r.code))
         })
         .collect();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();

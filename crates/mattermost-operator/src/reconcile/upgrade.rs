@@ -96,6 +96,9 @@ pub(super) async fn upgrade_gate(
         // An upgrade whose Job failed gave its slot back; it keeps reporting the failure until a
         // retry is asked for (only the new attempt waits for a slot).
         if job_exists && let Some(failed) = jobs::failed_upgrade(ctx, mm, names, image) {
+            // Its Jobs are kept, like any failed Job: the cleanup must not take the report.
+            out.jobs_in_use
+                .extend([names.backup_job(image), names.update_job(image)]);
             return Ok(failed);
         }
         return Ok(Gate::Waiting);
