@@ -259,10 +259,25 @@ async fn stalled_reverted_and_deleted_migrations_give_their_slot_back() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rotated_secret_is_read_again_and_status_follows() {
     let mut env = common::env_without_operator("secret-reads").await;
-    env.start_operator();
+    // The operator's own clients: its requests carry its User-Agent in the audit log.
+    env.start_operator_as(common::operator_clients().await);
     env.apply(SECRETS).await;
     env.apply(&installation("mm-a")).await;
     env.wait_state("mm-a", "stable").await;
+    let audit = testenv::AuditLog::new();
+    let ns = env.name().to_owned();
+    let secret_gets = |mark| {
+        audit
+            .since(mark)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.user_agent.starts_with("mattermost-operator/") && e.verb == "get")
+            .filter_map(|e| e.object_ref)
+            .filter(|o| o.resource == "secrets" && o.namespace.as_deref() == Some(ns.as_str()))
+            .filter_map(|o| o.name)
+            .collect::<Vec<_>>()
+    };
+    let unchanged = audit.mark().unwrap();
     // An upgrade and a scale change the spec but no Secret (the installation stays stable).
     env.patch_spec("mm-a", json!({"version": "9.11.1", "replicas": 2}))
         .await;
@@ -279,7 +294,12 @@ async fn a_rotated_secret_is_read_again_and_status_follows() {
     .await
     .unwrap();
 
+    // Unchanged Secrets were not fetched again by the reconciles of the upgrade and the scale.
+    let got = secret_gets(unchanged);
+    assert!(got.is_empty(), "unchanged Secrets fetched again: {got:?}");
+
     // The file-store Secret rotated to something unusable: read again, and status follows.
+    let rotated = audit.mark().unwrap();
     let secrets: Api<Secret> = env.api();
     secrets
         .patch(
@@ -304,5 +324,11 @@ async fn a_rotated_secret_is_read_again_and_status_follows() {
     env.wait_condition("mm-a", "FileStoreConfigured", "True", None)
         .await;
     env.wait_state("mm-a", "stable").await;
+    // Only the rotated Secret was read again (once per new resourceVersion, at most a few).
+    let got = secret_gets(rotated);
+    assert!(
+        !got.is_empty() && got.iter().all(|n| n == "file-store-credentials"),
+        "Secret reads after the rotation: {got:?}"
+    );
     env.cleanup().await;
 }
