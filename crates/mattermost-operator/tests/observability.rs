@@ -165,27 +165,41 @@ async fn metrics_and_logs_of_an_operator_that_upgraded_an_installation() {
             "the log contains a secret value ({secret})"
         );
     }
-    // Every line is JSON; every line logged inside a reconcile names its object (namespace and
-    // name), for both controllers.
+    // Every line is JSON; every line logged inside a reconcile names its object: the reconcile
+    // span's fields `controller`, `object` and `namespace` (keys a JSON parser keeps; the span's
+    // own name is its `name`), for both controllers.
     let mut named = std::collections::BTreeSet::new();
+    let mut reconcile_lines = 0;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        if v.get("span").is_some_and(|s| s.get("namespace").is_some()) {
-            assert_eq!(v["span"]["namespace"], env.name(), "{line}");
-            // The span's own name is also serialized as "name" (after the field), so the raw
-            // line is checked for the object's name.
-            for obj in ["mm-example-full", "mm-legacy"] {
-                if line.contains(&format!(r#""name":"{obj}""#)) {
-                    named.insert(obj);
-                }
-            }
-        }
+        // The reconcile span, whether it is the current span or encloses it.
+        let Some(span) = v["spans"]
+            .as_array()
+            .and_then(|spans| spans.iter().find(|s| s["name"] == "reconcile_inner"))
+        else {
+            continue;
+        };
+        reconcile_lines += 1;
+        assert_eq!(span["namespace"], env.name(), "{line}");
+        let object = span["object"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a reconcile line without its object: {line}"));
+        let controller = span["controller"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a reconcile line without its controller: {line}"));
+        let expected = match controller {
+            "mattermost" => "mm-example-full",
+            "clusterinstallation" => "mm-legacy",
+            other => panic!("unknown controller {other}: {line}"),
+        };
+        assert_eq!(object, expected, "{line}");
+        named.insert((controller.to_owned(), object.to_owned()));
     }
     assert_eq!(
         named.len(),
         2,
-        "reconcile lines of both controllers name their object:\n{log}"
+        "reconcile lines of both controllers name their object ({reconcile_lines} reconcile lines: {named:?}):\n{log}"
     );
     env.cleanup().await;
 }

@@ -36,7 +36,7 @@ async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action
     result
 }
 
-#[tracing::instrument(skip_all, fields(name = %ci.name_any(), namespace = ci.namespace().unwrap_or_default()))]
+#[tracing::instrument(skip_all, fields(controller = CONTROLLER, object = %ci.name_any(), namespace = ci.namespace().unwrap_or_default()))]
 async fn reconcile_inner(ci: Arc<ClusterInstallation>, ctx: &Arc<Ctx>) -> Result<Action, Error> {
     let ctx = ctx.clone();
     let ns = ci.namespace().ok_or(Error::MissingMetadata("namespace"))?;
@@ -172,7 +172,7 @@ async fn reconcile_inner(ci: Arc<ClusterInstallation>, ctx: &Arc<Ctx>) -> Result
 }
 
 fn error_policy(ci: Arc<ClusterInstallation>, err: &Error, _ctx: Arc<Ctx>) -> Action {
-    warn!(name = %ci.name_any(), namespace = ci.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "legacy reconcile failed");
+    warn!(controller = CONTROLLER, object = %ci.name_any(), namespace = ci.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "legacy reconcile failed");
     Action::requeue(Duration::from_secs(10))
 }
 

@@ -91,11 +91,11 @@ pub async fn reconcile(mm: Arc<Mattermost>, ctx: Arc<Context>) -> Result<Action,
 
 /// Transient failures: retry with a growing delay (see [`Backoff`]).
 pub fn error_policy(mm: Arc<Mattermost>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(name = %mm.name_any(), namespace = mm.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
+    warn!(controller = CONTROLLER, object = %mm.name_any(), namespace = mm.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
     Action::requeue(ctx.backoff.next(&mm.uid().unwrap_or_else(|| mm.name_any())))
 }
 
-#[instrument(skip_all, fields(name = %mm.name_any(), namespace = mm.namespace().unwrap_or_default()))]
+#[instrument(skip_all, fields(controller = CONTROLLER, object = %mm.name_any(), namespace = mm.namespace().unwrap_or_default()))]
 async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error> {
     if !*ctx.synced.borrow() {
         return Ok(Action::requeue(CACHES_SYNCING));
