@@ -43,5 +43,5 @@ demo-down: ## stop the operator started by make demo
 image: ## container image as an OCI archive in target/image/ (no Docker daemon needed)
 	bash hack/image.sh
 
-chart-manifests: ## re-render deploy/operator.yaml from the Helm chart
+chart-manifests: ## re-render deploy/operator.yaml (and deploy/namespace.yaml) from the Helm chart
 	UPDATE_MANIFESTS=1 cargo test -p mattermost-operator --test chart rendered_manifests

@@ -43,7 +43,10 @@ fn ok(out: Output) -> String {
 }
 
 /// `deploy/operator.yaml`: the chart rendered with its defaults in namespace
-/// `mattermost-operator`, for `kubectl apply` users. `make chart-manifests` rewrites it.
+/// `mattermost-operator`, for `kubectl apply` users; the Namespace is on its own in
+/// `deploy/namespace.yaml`, so that `kubectl delete -f deploy/operator.yaml` (the documented
+/// uninstall) cannot delete the namespace and whatever else lives in it. `make chart-manifests`
+/// rewrites both.
 #[test]
 fn rendered_manifests_match_deploy_operator_yaml() {
     let chart = chart();
@@ -54,19 +57,45 @@ fn rendered_manifests_match_deploy_operator_yaml() {
         "--namespace",
         "mattermost-operator",
     ]));
-    let want = format!(
+    let install = "# Install: kubectl apply --server-side -f deploy/crds/ && kubectl apply -f deploy/namespace.yaml \
+                   && kubectl apply -f deploy/operator.yaml\n\
+                   # Uninstall: kubectl delete -f deploy/operator.yaml (the namespace, the CRDs and the \
+                   installations stay)\n";
+    let operator = format!(
         "# Generated from charts/mattermost-operator with its default values (`make chart-manifests`).\n\
-         # Install: kubectl apply --server-side -f deploy/crds/ && kubectl apply -f deploy/operator.yaml\n\
-         apiVersion: v1\nkind: Namespace\nmetadata:\n  name: mattermost-operator\n{rendered}"
+         {install}{rendered}"
     );
-    let path = testenv::repo_root().join("deploy/operator.yaml");
-    if std::env::var_os("UPDATE_MANIFESTS").is_some() {
-        std::fs::write(&path, &want).unwrap();
+    let namespace = format!(
+        "# The operator's namespace, for deploy/operator.yaml (`make chart-manifests`).\n\
+         {install}\
+         apiVersion: v1\nkind: Namespace\nmetadata:\n  name: mattermost-operator\n"
+    );
+    for (file, want) in [
+        ("deploy/operator.yaml", &operator),
+        ("deploy/namespace.yaml", &namespace),
+    ] {
+        let path = testenv::repo_root().join(file);
+        if std::env::var_os("UPDATE_MANIFESTS").is_some() {
+            std::fs::write(&path, want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == *want,
+            "{file} is out of date: run `make chart-manifests` and commit it"
+        );
     }
-    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    // Deleting deploy/operator.yaml never deletes a namespace.
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&operator).unwrap();
     assert!(
-        have == want,
-        "deploy/operator.yaml is out of date: run `make chart-manifests` and commit it"
+        docs.iter().all(|d| d["kind"] != "Namespace"),
+        "a Namespace in deploy/operator.yaml"
+    );
+    assert!(
+        docs.iter()
+            .filter(|d| !d.is_null())
+            .all(|d| d["metadata"]["namespace"] == "mattermost-operator"
+                || d["kind"].as_str().is_some_and(|k| k.starts_with("Cluster"))),
+        "every namespaced object of deploy/operator.yaml is in namespace mattermost-operator"
     );
     // The chart ships the same CRDs as deploy/crds.
     for crd in mattermost_api::crds() {
