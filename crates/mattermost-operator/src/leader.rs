@@ -111,7 +111,13 @@ impl Election {
                 changed = manager.changed() => match changed {
                     Ok(true) => {
                         info!(lease = %self.lease, identity = %self.identity, "became the leader");
-                        return Leader { manager, renew_deadline: Duration::from_secs(self.grace().saturating_sub(1)) };
+                        return Leader {
+                            manager,
+                            renew_deadline: Duration::from_secs(self.grace().saturating_sub(1)),
+                            api: Api::namespaced(client.clone(), &self.namespace),
+                            lease: self.lease.clone(),
+                            identity: self.identity.clone(),
+                        };
                     }
                     Ok(false) => {}
                     Err(e) => {
@@ -145,6 +151,23 @@ fn released(api: Api<Lease>, name: &str) -> impl Stream<Item = ()> + Send + 'sta
         })
 }
 
+/// Yields the holder whenever the Lease is held by an identity other than `identity`.
+fn taken_over(api: Api<Lease>, name: &str, identity: &str) -> impl Stream<Item = String> + Send + 'static {
+    let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let identity = identity.to_owned();
+    watcher(api, wc)
+        .backoff(crate::watch::backoff())
+        .touched_objects()
+        .filter_map(move |lease| {
+            let holder = lease
+                .ok()
+                .and_then(|l| l.spec)
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty() && *h != identity);
+            async move { holder }
+        })
+}
+
 /// `<pod or host name>_<random>`, unique per process like controller-runtime's identities.
 fn identity() -> String {
     let host = std::env::var("POD_NAME")
@@ -165,12 +188,31 @@ pub struct Leader {
     manager: LeaseManager,
     /// How long renewals may keep failing before we give up, a second before the Lease expires.
     renew_deadline: Duration,
+    api: Api<Lease>,
+    lease: String,
+    identity: String,
 }
 
 impl Leader {
-    /// Keeps renewing the Lease; returns when it is lost (another holder has it, or renewals kept
-    /// failing until just before it would expire).
+    /// Keeps renewing the Lease; returns as soon as it is lost: another holder appears in the
+    /// Lease (seen by a watch, at once), or renewals kept failing until just before it would
+    /// expire.
+    ///
+    /// The watch matters: the Lease manager only looks at the Lease when it renews (a third of
+    /// the duration after the last renewal), and its renewal is a blind patch of `renewTime`. Left
+    /// alone it would go on reconciling for up to that long after another identity took the Lease
+    /// over, then overwrite the new holder's `renewTime` once before noticing.
     pub async fn hold(&self) {
+        let mut taken = std::pin::pin!(taken_over(self.api.clone(), &self.lease, &self.identity));
+        tokio::select! {
+            () = self.renew() => {}
+            Some(holder) = taken.next() => {
+                warn!(lease = %self.lease, %holder, "another identity holds the leader Lease");
+            }
+        }
+    }
+
+    async fn renew(&self) {
         let mut failing_since: Option<Instant> = None;
         loop {
             let call = Instant::now();

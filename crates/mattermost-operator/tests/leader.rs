@@ -1,8 +1,9 @@
 //! Leader election between operator processes (the built binary, each under its own
 //! ServiceAccount so the audit log tells them apart): only the leader writes; `kill -9` of the
-//! leader mid-upgrade hands over within the lease duration and the upgrade finishes without
-//! downtime; SIGTERM hands over in at most 3 s; a Lease held by another identity (a Go operator)
-//! keeps ours idle.
+//! leader mid-upgrade hands over once the lease expires (15 s after the last renewal, + at most
+//! 1.5 s) and the upgrade finishes without downtime; SIGTERM hands over in at most 3 s; a Lease
+//! held by another identity (a Go operator) keeps ours idle; a leader whose Lease another identity
+//! takes over stops writing at once and exits 1.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -16,6 +17,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use mattermost_api::v1beta1::Mattermost;
@@ -136,15 +138,52 @@ async fn only_the_leader_works_and_a_follower_takes_over_without_downtime() {
     .unwrap();
     a.kill9().await;
     let killed = Instant::now();
+    let killed_at = Timestamp::now();
+    // The dead leader's last renewal: nobody writes the Lease again until it expires.
+    let leases: Api<Lease> = ops.api();
+    let last_renewal = leases.get(LEASE).await.unwrap().spec.unwrap();
+    assert!(
+        last_renewal
+            .holder_identity
+            .as_deref()
+            .unwrap()
+            .starts_with("op-a_"),
+        "{last_renewal:?}"
+    );
+    let expiry_ms = last_renewal.renew_time.as_ref().unwrap().0.as_millisecond()
+        + 1000 * i64::from(last_renewal.lease_duration_seconds.unwrap());
     b.wait_leader(Duration::from_secs(30)).await;
     let takeover_after_kill = killed.elapsed();
+    let acquired = leases.get(LEASE).await.unwrap().spec.unwrap();
+    assert!(
+        acquired.holder_identity.as_deref().unwrap().starts_with("op-b_"),
+        "{acquired:?}"
+    );
+    let acquired_ms = acquired.acquire_time.as_ref().unwrap().0.as_millisecond();
     eprintln!(
-        "kill -9 failover: follower leads {:.1?} after the kill",
-        takeover_after_kill
+        "kill -9 failover: follower leads {:.1?} after the kill (observed), acquired the Lease {} ms \
+         after the kill and {} ms after the dead leader's Lease expired",
+        takeover_after_kill,
+        acquired_ms - killed_at.as_millisecond(),
+        acquired_ms - expiry_ms
+    );
+    // The bound (docs/install.md, "Leader election"): never before the Lease expires (15 s after
+    // the dead leader's last renewal), and at most 1 s (kube-lease-manager's randomised wait
+    // after clearing an expired Lease, 100-1000 ms) + 0.5 s of API round trips after it. The last
+    // renewal was before the kill, so that is at most 16.5 s after the kill.
+    assert!(
+        acquired_ms > expiry_ms,
+        "the follower took a Lease that had not expired: {acquired:?} vs {last_renewal:?}"
     );
     assert!(
-        takeover_after_kill <= Duration::from_secs(17),
-        "takeover took {takeover_after_kill:?}; the lease is 15 s (+ ≤1 s jitter)"
+        acquired_ms - expiry_ms <= 1500,
+        "the follower took the Lease {} ms after it expired (bound: 1500 ms)",
+        acquired_ms - expiry_ms
+    );
+    assert!(
+        acquired_ms - killed_at.as_millisecond() <= 16_500,
+        "takeover {} ms after the kill (bound: lease 15 s + 1.5 s)",
+        acquired_ms - killed_at.as_millisecond()
     );
     let mm = work.wait_state("mm-example-full", "stable").await;
     assert_eq!(mm.status.unwrap().version.as_deref(), Some("9.11.1"));
@@ -207,7 +246,7 @@ async fn a_lease_held_by_the_go_operator_keeps_ours_idle() {
             spec: Some(LeaseSpec {
                 holder_identity: Some("mattermost-operator-6d4f9_1a2b3c4d-go".into()),
                 lease_duration_seconds: Some(15),
-                renew_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
+                renew_time: Some(MicroTime(Timestamp::now())),
                 ..Default::default()
             }),
         };
@@ -263,6 +302,118 @@ async fn a_lease_held_by_the_go_operator_keeps_ours_idle() {
     drop(op);
     let _ = Api::<ClusterRoleBinding>::all(client.clone())
         .delete(&format!("{}-rust-op", ops.name()), &Default::default())
+        .await;
+    work.cleanup().await;
+    ops.cleanup().await;
+}
+
+/// Another identity takes the Lease over while ours leads (as the Go operator does when it finds
+/// the Lease expired, e.g. after ours was cut off from the apiserver): ours stops at once. It
+/// exits 1 within 2 s, no request of its identity completes after a 1.5 s grace for those in
+/// flight, and it never writes the new holder's Lease.
+#[tokio::test]
+async fn a_leader_that_loses_the_lease_stops_writing_at_once_and_exits_1() {
+    const GRACE: Duration = Duration::from_millis(1500);
+    let ops = env_without_operator("mm-leader-lost").await;
+    let work = env_without_operator("mm-leader-lost-work").await;
+    let client = ops.client.clone();
+    let leases: Api<Lease> = ops.api();
+    let kc = operator_account(&client, ops.name(), "op-lost").await;
+    let user = format!("system:serviceaccount:{}:op-lost", ops.name());
+    let audit = testenv::AuditLog::new();
+    let mut op = spawn(ops.name(), work.name(), &kc, "op-lost");
+    op.wait_healthy().await;
+    op.wait_leader(Duration::from_secs(30)).await;
+    work.apply(SECRETS).await;
+    work.apply(include_str!("fixtures/mattermost-external.yaml"))
+        .await;
+    work.wait_state("mm-example-full", "stable").await;
+
+    // Work in flight at the takeover: an upgrade whose update Job runs.
+    let leading = audit.mark().unwrap();
+    work.patch_spec("mm-example-full", json!({"version": "9.11.1"}))
+        .await;
+    let jobs: Api<Job> = work.api();
+    testenv::wait_until("update Job created", common::TIMEOUT, || async {
+        let list = jobs.list(&Default::default()).await.unwrap();
+        (!list.items.is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
+    let own_writes = |events: &[testenv::AuditEvent]| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.user.username == user && e.is_write())
+            .map(|e| format!("{} {} {} ({})", e.verb, e.request_uri, e.user_agent, e.resource()))
+            .collect()
+    };
+    let before = own_writes(&audit.since(leading).unwrap());
+    assert!(!before.is_empty(), "the leader writes while upgrading");
+    assert!(
+        audit
+            .since(leading)
+            .unwrap()
+            .iter()
+            .filter(|e| e.user.username == user)
+            .all(|e| e.user_agent.starts_with("mattermost-operator/")),
+        "every request of this identity is the operator's"
+    );
+
+    // The takeover: a fresh renewTime and a long duration, as a new holder writes it.
+    let held = leases.get(LEASE).await.unwrap().spec.unwrap();
+    assert!(
+        held.holder_identity.as_deref().unwrap().starts_with("op-lost_"),
+        "{held:?}"
+    );
+    // Whole microseconds, as a MicroTime is stored.
+    let now = MicroTime(Timestamp::from_microsecond(Timestamp::now().as_microsecond()).unwrap());
+    let takeover = json!({"spec": {
+        "holderIdentity": "someone-else",
+        "acquireTime": now,
+        "renewTime": now,
+        "leaseDurationSeconds": 3600,
+        "leaseTransitions": held.lease_transitions.unwrap_or(0) + 1,
+    }});
+    leases
+        .patch(LEASE, &PatchParams::default(), &Patch::Merge(&takeover))
+        .await
+        .unwrap();
+    let taken = Instant::now();
+
+    let status = tokio::time::timeout(Duration::from_secs(2), op.child.wait())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "still running 2 s after losing the Lease; log:\n{}",
+                op.log_text()
+            )
+        })
+        .unwrap();
+    let exited_after = taken.elapsed();
+    eprintln!("lost the Lease: exited {exited_after:.1?} after the takeover");
+    assert_eq!(status.code(), Some(1), "log:\n{}", op.log_text());
+    let log = op.log_text();
+    assert!(
+        log.contains("another identity holds the leader Lease") && log.contains("stopped reconciling"),
+        "{log}"
+    );
+
+    // Requests in flight at the takeover may complete during the grace; nothing after it, even
+    // with a change to reconcile and longer than a renewal interval (5 s).
+    tokio::time::sleep(GRACE.saturating_sub(taken.elapsed())).await;
+    let after_grace = audit.mark().unwrap();
+    work.patch_spec("mm-example-full", json!({"replicas": 2})).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let late = own_writes(&audit.since(after_grace).unwrap());
+    assert!(late.is_empty(), "writes after losing the Lease: {late:#?}");
+    // The new holder's Lease is as it wrote it: no renewal of ours overwrote it.
+    let lease = leases.get(LEASE).await.unwrap().spec.unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("someone-else"));
+    assert_eq!(lease.lease_duration_seconds, Some(3600));
+    assert_eq!(lease.renew_time, Some(now));
+
+    let _ = Api::<ClusterRoleBinding>::all(client.clone())
+        .delete(&format!("{}-op-lost", ops.name()), &Default::default())
         .await;
     work.cleanup().await;
     ops.cleanup().await;
