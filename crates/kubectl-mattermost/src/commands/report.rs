@@ -233,7 +233,7 @@ pub async fn run(ctx: &Ctx, name: Option<String>, path: &Path) -> Result<u8, Err
     }
     let files = b.files;
     b.zip.finish()?;
-    println!(
+    outln!(
         "wrote {} ({files} files, {} installations)",
         path.display(),
         mms.len()
