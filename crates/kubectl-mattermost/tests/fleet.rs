@@ -308,6 +308,7 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
         "1",
         "--wave-size",
         "10",
+        "--wait",
     ]);
     sampler.abort();
     let text = stdout(&out);
@@ -408,8 +409,13 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
     .await
     .unwrap();
     child.kill().await.unwrap();
-    let out = fleet.cli(&["upgrade", "--version", "9.11.2", "--wave-size", "10"]);
+    let out = fleet.cli(&["upgrade", "--version", "9.11.2", "--wave-size", "10", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("upgraded 30/30 to 9.11.2"),
+        "{}",
+        stdout(&out)
+    );
     fleet.wait_all_stable().await;
     let patches: Vec<_> = audit
         .since(mark)
@@ -447,7 +453,109 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
     let out = cli(&["rollback", "-n", fleet.ns(0), "mm-03", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(fleet.get(fleet.ns(0), "mm-03").await.spec.version(), "9.11.1");
+
+    // rollback -l SELECTOR: only the selected installations go back (to their previous stable
+    // version, 9.11.1, as the spec already asks for the last one); the others are untouched.
+    let picked = [
+        (fleet.ns(1).to_owned(), "mm-02"),
+        (fleet.ns(2).to_owned(), "mm-07"),
+    ];
+    for (ns, name) in &picked {
+        Api::<Mattermost>::namespaced(fleet.client.clone(), ns)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"pick": "yes"}}})),
+            )
+            .await
+            .unwrap();
+    }
+    let is_picked = |m: &Mattermost| {
+        picked
+            .iter()
+            .any(|(ns, n)| m.namespace().as_deref() == Some(ns.as_str()) && m.name_any() == *n)
+    };
+    let picked_sel = format!("{},pick=yes", fleet.selector());
+    let out = cli(&["-A", "-l", &picked_sel, "rollback", "--wait"]);
+    let text = stdout(&out);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("rolled back 2 installations"), "{text}");
+    for mm in fleet.mattermosts().await {
+        let want = if is_picked(&mm)
+            || (mm.namespace().as_deref() == Some(fleet.ns(0)) && mm.name_any() == "mm-03")
+        {
+            "9.11.1"
+        } else {
+            "9.11.2"
+        };
+        assert_eq!(mm.spec.version(), want, "{}", mm.name_any());
+        if is_picked(&mm) {
+            assert!(
+                fleet_upgraded(&mm, "9.11.1"),
+                "{} not stable at 9.11.1",
+                mm.name_any()
+            );
+        }
+    }
+
+    // Without --wait the last wave is patched and not waited for: the command returns while the
+    // update Jobs still run, and says how to follow them.
+    let out = cli(&[
+        "-A",
+        "-l",
+        &picked_sel,
+        "upgrade",
+        "--version",
+        "9.11.3",
+        "--canary",
+        "0",
+    ]);
+    let text = stdout(&out);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("wave 1/1: 2 patched to 9.11.3; not waiting for it to be stable (no --wait)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "follow progress: kubectl mattermost status -A -l {picked_sel}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("upgraded 2/2"), "{text}");
+    let serving_new = fleet
+        .mattermosts()
+        .await
+        .iter()
+        .filter(|m| is_picked(m) && m.status.as_ref().and_then(|s| s.version.as_deref()) == Some("9.11.3"))
+        .count();
+    assert!(serving_new < 2, "returned only after both were upgraded");
+    testenv::wait_until(
+        "the picked installations upgraded by the operator",
+        TIMEOUT,
+        || async {
+            let mms = fleet.mattermosts().await;
+            (mms.iter()
+                .filter(|m| is_picked(m) && fleet_upgraded(m, "9.11.3"))
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     fleet.cleanup().await;
+}
+
+/// Stable at `version` for the current generation (what `upgrade --wait` waits for).
+fn fleet_upgraded(mm: &Mattermost, version: &str) -> bool {
+    let status = mm.status.as_ref();
+    mm.spec.version() == version
+        && status.and_then(|s| s.version.as_deref()) == Some(version)
+        && status.and_then(|s| s.state.as_deref()) == Some("stable")
+        && status.and_then(|s| s.observed_generation) == mm.metadata.generation
 }
 
 /// `migrate -A --wait` over 20 ClusterInstallations with a cap of 5, never more than 5 in flight;

@@ -219,7 +219,8 @@ impl Progress {
     }
 }
 
-/// `upgrade`: waves, canary first; exit 1 when the failure budget is spent, 130 on Ctrl-C.
+/// `upgrade`: waves, canary first, each wave stable before the next is patched; the last wave is
+/// waited for only with `--wait`. Exit 1 when the failure budget is spent, 130 on Ctrl-C.
 pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
     let version = args.plan.version.clone();
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -265,6 +266,28 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
                 waves.len(),
                 mm.spec.version()
             ));
+        }
+        if i + 1 == waves.len() && !args.wait {
+            // Earlier waves were waited for; the last one is left to the operator.
+            progress.bar.finish_and_clear();
+            outln!(
+                "wave {}/{}{label}: {} patched to {version}; not waiting for it to be stable (no --wait)",
+                i + 1,
+                waves.len(),
+                wave.iter().filter(|k| current.contains_key(*k)).count()
+            );
+            outln!("follow progress: {}", follow_command(ctx));
+            if !failed.is_empty() {
+                outln!(
+                    "{} failed in earlier waves (within the budget {}):",
+                    failed.len(),
+                    args.max_failures
+                );
+                for (k, why) in &failed {
+                    outln!("  {k}: {why}");
+                }
+            }
+            return Ok(u8::from(!failed.is_empty()));
         }
         progress
             .bar
@@ -353,6 +376,19 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
         failed.len()
     );
     Ok(u8::from(!failed.is_empty()))
+}
+
+/// The `status` command over the same selection as this run.
+fn follow_command(ctx: &Ctx) -> String {
+    let mut cmd = String::from("kubectl mattermost status");
+    match &ctx.namespace {
+        Some(ns) => cmd.push_str(&format!(" -n {ns}")),
+        None => cmd.push_str(" -A"),
+    }
+    if let Some(sel) = &ctx.selector {
+        cmd.push_str(&format!(" -l {sel}"));
+    }
+    cmd
 }
 
 fn wave_failed_len(failed: &[(String, String)], wave: &[String]) -> usize {
