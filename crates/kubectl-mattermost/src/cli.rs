@@ -112,6 +112,9 @@ pub enum Command {
         /// Zip file to write.
         #[arg(short, long, default_value = "mattermost-report.zip")]
         output: PathBuf,
+        /// Where the operator's pods are, for their logs (default: every namespace).
+        #[arg(long)]
+        operator_namespace: Option<String>,
     },
     /// Active/active: upgrade several sites (clusters) one at a time with traffic drained, writes
     /// guarded and replication checked, as a site plan file says (docs/active-active.md).

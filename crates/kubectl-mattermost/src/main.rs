@@ -75,7 +75,11 @@ async fn run(cli: Cli) -> Result<u8, error::Error> {
             version,
             output,
         } => commands::preflight::run(&ctx, name, &version, output).await,
-        Command::Report { name, output } => commands::report::run(&ctx, name, &output).await,
+        Command::Report {
+            name,
+            output,
+            operator_namespace,
+        } => commands::report::run(&ctx, name, &output, operator_namespace.as_deref()).await,
         Command::Completion { .. } | Command::Sites { .. } => Ok(0),
     }
 }

@@ -235,9 +235,27 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
     );
     assert_eq!(checks.iter().filter(|c| c["check"] == "preflight").count(), 30);
 
-    // report: every installation, no secret value anywhere.
+    // report: every installation, no secret value anywhere. The operator runs in this process,
+    // so a pod labelled as the chart labels the operator's stands in for it: its log is asked of
+    // the API server, which cannot reach a kwok node's kubelet, and the bundle says so.
+    let fake_operator: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "mattermost-operator-0", "labels": {"app.kubernetes.io/name": "mattermost-operator"}},
+        "spec": {"containers": [{"name": "operator", "image": "example.invalid/mattermost-operator:0"}]},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(fleet.client.clone(), fleet.ns(0))
+        .create(&PostParams::default(), &fake_operator)
+        .await
+        .unwrap();
     let file = std::env::temp_dir().join(format!("mm-report-{}.zip", fleet.label));
-    let out = fleet.cli(&["report", "-o", file.to_str().unwrap()]);
+    let out = fleet.cli(&[
+        "report",
+        "-o",
+        file.to_str().unwrap(),
+        "--operator-namespace",
+        fleet.ns(0),
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -246,6 +264,7 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
     );
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&file).unwrap()).unwrap();
     let mut names = Vec::new();
+    let mut files = BTreeMap::new();
     for i in 0..zip.len() {
         let mut f = zip.by_index(i).unwrap();
         let mut text = String::new();
@@ -254,7 +273,55 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
             assert!(!text.contains(secret), "{} contains {secret}", f.name());
         }
         names.push(f.name().to_owned());
+        files.insert(f.name().to_owned(), text);
     }
+    let why = &files
+        .get(&format!(
+            "operator/logs/{}/mattermost-operator-0/operator.UNAVAILABLE.txt",
+            fleet.ns(0)
+        ))
+        .unwrap_or_else(|| panic!("no operator log entry in {names:?}"));
+    println!("{why}");
+    assert!(
+        why.starts_with(&format!(
+            "log of container operator of pod {}/mattermost-operator-0 not collected: ",
+            fleet.ns(0)
+        )),
+        "{why}"
+    );
+    let reason = why.split_once("not collected: ").unwrap().1.trim();
+    assert!(!reason.is_empty(), "the reason is given: {why}");
+    // No operator pod where it is asked to look: the bundle says that, and the command succeeds.
+    let out = cli(&[
+        "report",
+        "-n",
+        fleet.ns(1),
+        "mm-07",
+        "-o",
+        file.to_str().unwrap(),
+        "--operator-namespace",
+        fleet.ns(1),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let mut none = String::new();
+    std::io::Read::read_to_string(
+        &mut zip.by_name("operator/logs/UNAVAILABLE.txt").unwrap(),
+        &mut none,
+    )
+    .unwrap();
+    assert!(
+        none.contains(&format!(
+            "no pod labelled app.kubernetes.io/name=mattermost-operator in namespace {}",
+            fleet.ns(1)
+        )),
+        "{none}"
+    );
     for want in [
         format!("{}/mm-09/mattermost.yaml", fleet.ns(2)),
         format!("{}/mm-09/deployments.yaml", fleet.ns(2)),
