@@ -112,6 +112,9 @@ pub enum Command {
         /// Zip file to write.
         #[arg(short, long, default_value = "mattermost-report.zip")]
         output: PathBuf,
+        /// Where the operator's pods are, for their logs (default: every namespace).
+        #[arg(long)]
+        operator_namespace: Option<String>,
     },
     /// Active/active: upgrade several sites (clusters) one at a time with traffic drained, writes
     /// guarded and replication checked, as a site plan file says (docs/active-active.md).
@@ -192,6 +195,10 @@ pub struct UpgradeArgs {
     /// How long one wave may take to become stable.
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
     pub wave_timeout: Duration,
+    /// Wait until the last wave is stable too. Every earlier wave is always waited for (that is
+    /// what makes waves); without this flag the command returns once the last wave is patched.
+    #[arg(long)]
+    pub wait: bool,
 }
 
 /// Parses `90s`, `15m`, `1h`.
@@ -226,5 +233,16 @@ mod tests {
             panic!()
         };
         assert_eq!((a.plan.canary, a.plan.wave_size, a.max_failures), (2, 10, 0));
+        assert!(!a.wait, "upgrade waits for the last wave only when asked");
+    }
+
+    #[test]
+    fn upgrade_wait_flag() {
+        let cli =
+            Cli::try_parse_from(["kubectl-mattermost", "upgrade", "--version", "10.5.0", "--wait"]).unwrap();
+        let Command::Upgrade(a) = cli.command else {
+            panic!()
+        };
+        assert!(a.wait);
     }
 }

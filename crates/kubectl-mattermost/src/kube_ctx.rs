@@ -92,7 +92,8 @@ impl Ctx {
         Ok(items)
     }
 
-    /// The selected ClusterInstallations (one LIST).
+    /// The selected ClusterInstallations (one LIST); `names` narrows them further, and a name
+    /// that is not there is an error (as for [`Ctx::mattermosts`]).
     pub async fn cluster_installations(&self, names: &[String]) -> Result<Vec<ClusterInstallation>, Error> {
         let mut items = self
             .api::<ClusterInstallation>()
@@ -101,6 +102,11 @@ impl Ctx {
             .items;
         if !names.is_empty() {
             items.retain(|c| names.contains(&c.name_any()));
+            for n in names {
+                if !items.iter().any(|c| &c.name_any() == n) {
+                    return Err(Error::NotFound(format!("ClusterInstallation {n}")));
+                }
+            }
         }
         items.sort_by_key(|c| (c.namespace(), c.name_any()));
         Ok(items)

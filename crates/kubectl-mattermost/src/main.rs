@@ -1,12 +1,14 @@
 //! `kubectl mattermost`: a kubectl plugin (on PATH as `kubectl-mattermost`) for fleets of
 //! Mattermost installations managed by mattermost-operator.
 
+// First, so that its `outln!`/`out!` macros are in scope in every module below.
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
 mod error;
 mod fleet;
 mod kube_ctx;
-mod output;
 mod sites;
 
 use std::process::ExitCode;
@@ -25,12 +27,11 @@ async fn main() -> ExitCode {
         }
     };
     if let Command::Completion { shell } = &cli.command {
-        clap_complete::generate(
-            *shell,
-            &mut Cli::command(),
-            "kubectl-mattermost",
-            &mut std::io::stdout(),
-        );
+        // Generated in memory (clap_complete panics on a failed write), then written with the
+        // closed-pipe handling of every other output (`completion bash | head`).
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "kubectl-mattermost", &mut script);
+        output::write_stdout_bytes(&script);
         return ExitCode::SUCCESS;
     }
     match run(cli).await {
@@ -74,7 +75,11 @@ async fn run(cli: Cli) -> Result<u8, error::Error> {
             version,
             output,
         } => commands::preflight::run(&ctx, name, &version, output).await,
-        Command::Report { name, output } => commands::report::run(&ctx, name, &output).await,
+        Command::Report {
+            name,
+            output,
+            operator_namespace,
+        } => commands::report::run(&ctx, name, &output, operator_namespace.as_deref()).await,
         Command::Completion { .. } | Command::Sites { .. } => Ok(0),
     }
 }

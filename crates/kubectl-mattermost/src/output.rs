@@ -1,4 +1,4 @@
-//! Tables, JSON and YAML, and small formatting helpers.
+//! Tables, JSON and YAML, small formatting helpers, and stdout that survives a closed pipe.
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{ContentArrangement, Table};
@@ -6,6 +6,56 @@ use serde::Serialize;
 
 use crate::cli::Output;
 use crate::error::Error;
+
+/// Exit code when stdout is a closed pipe (`... | head`): 128 + SIGPIPE, what a shell reports for
+/// kubectl itself, which the signal ends.
+pub const BROKEN_PIPE_EXIT: i32 = 141;
+
+/// `outln!` that ends the process quietly when stdout is a closed pipe instead of panicking.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` with the same care as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// Writes to stdout; see [`stdout_failed`] for errors.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        stdout_failed(&e);
+    }
+}
+
+/// Writes bytes to stdout and flushes; see [`stdout_failed`] for errors.
+pub fn write_stdout_bytes(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+/// Ends the process: quietly with [`BROKEN_PIPE_EXIT`] when the reader went away (nobody is left
+/// to read the rest), else with exit code 2 and the reason on stderr. This is what SIGPIPE does
+/// to kubectl: a run ended here is like a killed one (between two atomic patches; `upgrade` and
+/// `sites` resume where it stopped, a sites lock expires after its TTL).
+pub fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(BROKEN_PIPE_EXIT);
+    }
+    eprintln!("error: writing to stdout: {e}");
+    std::process::exit(2)
+}
 
 /// A borderless table like kubectl's.
 pub fn table(header: &[&str]) -> Table {
@@ -22,12 +72,12 @@ pub fn structured<T: Serialize>(format: Output, value: &T) -> Result<bool, Error
         Output::Table => Ok(false),
         Output::Json => {
             let text = serde_json::to_string_pretty(value).map_err(|e| Error::Encode(e.to_string()))?;
-            println!("{text}");
+            outln!("{text}");
             Ok(true)
         }
         Output::Yaml => {
             let text = serde_saphyr::to_string(value).map_err(|e| Error::Encode(e.to_string()))?;
-            print!("{text}");
+            out!("{text}");
             Ok(true)
         }
     }

@@ -235,9 +235,27 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
     );
     assert_eq!(checks.iter().filter(|c| c["check"] == "preflight").count(), 30);
 
-    // report: every installation, no secret value anywhere.
+    // report: every installation, no secret value anywhere. The operator runs in this process,
+    // so a pod labelled as the chart labels the operator's stands in for it: its log is asked of
+    // the API server, which cannot reach a kwok node's kubelet, and the bundle says so.
+    let fake_operator: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "mattermost-operator-0", "labels": {"app.kubernetes.io/name": "mattermost-operator"}},
+        "spec": {"containers": [{"name": "operator", "image": "example.invalid/mattermost-operator:0"}]},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(fleet.client.clone(), fleet.ns(0))
+        .create(&PostParams::default(), &fake_operator)
+        .await
+        .unwrap();
     let file = std::env::temp_dir().join(format!("mm-report-{}.zip", fleet.label));
-    let out = fleet.cli(&["report", "-o", file.to_str().unwrap()]);
+    let out = fleet.cli(&[
+        "report",
+        "-o",
+        file.to_str().unwrap(),
+        "--operator-namespace",
+        fleet.ns(0),
+    ]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -246,6 +264,7 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
     );
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&file).unwrap()).unwrap();
     let mut names = Vec::new();
+    let mut files = BTreeMap::new();
     for i in 0..zip.len() {
         let mut f = zip.by_index(i).unwrap();
         let mut text = String::new();
@@ -254,7 +273,55 @@ async fn status_plan_preflight_and_report_over_a_mixed_fleet() {
             assert!(!text.contains(secret), "{} contains {secret}", f.name());
         }
         names.push(f.name().to_owned());
+        files.insert(f.name().to_owned(), text);
     }
+    let why = &files
+        .get(&format!(
+            "operator/logs/{}/mattermost-operator-0/operator.UNAVAILABLE.txt",
+            fleet.ns(0)
+        ))
+        .unwrap_or_else(|| panic!("no operator log entry in {names:?}"));
+    println!("{why}");
+    assert!(
+        why.starts_with(&format!(
+            "log of container operator of pod {}/mattermost-operator-0 not collected: ",
+            fleet.ns(0)
+        )),
+        "{why}"
+    );
+    let reason = why.split_once("not collected: ").unwrap().1.trim();
+    assert!(!reason.is_empty(), "the reason is given: {why}");
+    // No operator pod where it is asked to look: the bundle says that, and the command succeeds.
+    let out = cli(&[
+        "report",
+        "-n",
+        fleet.ns(1),
+        "mm-07",
+        "-o",
+        file.to_str().unwrap(),
+        "--operator-namespace",
+        fleet.ns(1),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let mut none = String::new();
+    std::io::Read::read_to_string(
+        &mut zip.by_name("operator/logs/UNAVAILABLE.txt").unwrap(),
+        &mut none,
+    )
+    .unwrap();
+    assert!(
+        none.contains(&format!(
+            "no pod labelled app.kubernetes.io/name=mattermost-operator in namespace {}",
+            fleet.ns(1)
+        )),
+        "{none}"
+    );
     for want in [
         format!("{}/mm-09/mattermost.yaml", fleet.ns(2)),
         format!("{}/mm-09/deployments.yaml", fleet.ns(2)),
@@ -308,6 +375,7 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
         "1",
         "--wave-size",
         "10",
+        "--wait",
     ]);
     sampler.abort();
     let text = stdout(&out);
@@ -408,8 +476,13 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
     .await
     .unwrap();
     child.kill().await.unwrap();
-    let out = fleet.cli(&["upgrade", "--version", "9.11.2", "--wave-size", "10"]);
+    let out = fleet.cli(&["upgrade", "--version", "9.11.2", "--wave-size", "10", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("upgraded 30/30 to 9.11.2"),
+        "{}",
+        stdout(&out)
+    );
     fleet.wait_all_stable().await;
     let patches: Vec<_> = audit
         .since(mark)
@@ -447,10 +520,113 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
     let out = cli(&["rollback", "-n", fleet.ns(0), "mm-03", "--wait"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(fleet.get(fleet.ns(0), "mm-03").await.spec.version(), "9.11.1");
+
+    // rollback -l SELECTOR: only the selected installations go back (to their previous stable
+    // version, 9.11.1, as the spec already asks for the last one); the others are untouched.
+    let picked = [
+        (fleet.ns(1).to_owned(), "mm-02"),
+        (fleet.ns(2).to_owned(), "mm-07"),
+    ];
+    for (ns, name) in &picked {
+        Api::<Mattermost>::namespaced(fleet.client.clone(), ns)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"pick": "yes"}}})),
+            )
+            .await
+            .unwrap();
+    }
+    let is_picked = |m: &Mattermost| {
+        picked
+            .iter()
+            .any(|(ns, n)| m.namespace().as_deref() == Some(ns.as_str()) && m.name_any() == *n)
+    };
+    let picked_sel = format!("{},pick=yes", fleet.selector());
+    let out = cli(&["-A", "-l", &picked_sel, "rollback", "--wait"]);
+    let text = stdout(&out);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("rolled back 2 installations"), "{text}");
+    for mm in fleet.mattermosts().await {
+        let want = if is_picked(&mm)
+            || (mm.namespace().as_deref() == Some(fleet.ns(0)) && mm.name_any() == "mm-03")
+        {
+            "9.11.1"
+        } else {
+            "9.11.2"
+        };
+        assert_eq!(mm.spec.version(), want, "{}", mm.name_any());
+        if is_picked(&mm) {
+            assert!(
+                fleet_upgraded(&mm, "9.11.1"),
+                "{} not stable at 9.11.1",
+                mm.name_any()
+            );
+        }
+    }
+
+    // Without --wait the last wave is patched and not waited for: the command returns while the
+    // update Jobs still run, and says how to follow them.
+    let out = cli(&[
+        "-A",
+        "-l",
+        &picked_sel,
+        "upgrade",
+        "--version",
+        "9.11.3",
+        "--canary",
+        "0",
+    ]);
+    let text = stdout(&out);
+    println!("{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("wave 1/1: 2 patched to 9.11.3; not waiting for it to be stable (no --wait)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "follow progress: kubectl mattermost status -A -l {picked_sel}"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("upgraded 2/2"), "{text}");
+    let serving_new = fleet
+        .mattermosts()
+        .await
+        .iter()
+        .filter(|m| is_picked(m) && m.status.as_ref().and_then(|s| s.version.as_deref()) == Some("9.11.3"))
+        .count();
+    assert!(serving_new < 2, "returned only after both were upgraded");
+    testenv::wait_until(
+        "the picked installations upgraded by the operator",
+        TIMEOUT,
+        || async {
+            let mms = fleet.mattermosts().await;
+            (mms.iter()
+                .filter(|m| is_picked(m) && fleet_upgraded(m, "9.11.3"))
+                .count()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     fleet.cleanup().await;
 }
 
-/// `migrate -A --wait` over 20 ClusterInstallations with a cap of 5.
+/// Stable at `version` for the current generation (what `upgrade --wait` waits for).
+fn fleet_upgraded(mm: &Mattermost, version: &str) -> bool {
+    let status = mm.status.as_ref();
+    mm.spec.version() == version
+        && status.and_then(|s| s.version.as_deref()) == Some(version)
+        && status.and_then(|s| s.state.as_deref()) == Some("stable")
+        && status.and_then(|s| s.observed_generation) == mm.metadata.generation
+}
+
+/// `migrate -A --wait` over 20 ClusterInstallations with a cap of 5, never more than 5 in flight;
+/// a missing name refused; `migrate --revert` of an unfinished migration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_a_fleet_of_cluster_installations() {
     let fleet = Fleet::new("mm-cli-mig", 2, 0, 5).await;
@@ -483,22 +659,128 @@ async fn migrate_a_fleet_of_cluster_installations() {
     })
     .await
     .unwrap();
-    let out = fleet.cli(&["migrate", "--wait"]);
+    let cis_api = Api::<ClusterInstallation>::all(fleet.client.clone());
+    let list_cis = || async {
+        cis_api
+            .list(&kube::api::ListParams::default().labels(&sel))
+            .await
+            .unwrap()
+            .items
+    };
+
+    // A name that is not there is an error (exit 2, as `status NAME`), and changes nothing.
+    for args in [
+        &["migrate", "legacy-99"][..],
+        &["migrate", "--revert", "legacy-99"],
+    ] {
+        let out = fleet.cli(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}{err}", stdout(&out));
+        assert!(err.contains("ClusterInstallation legacy-99 not found"), "{err}");
+    }
+    assert!(list_cis().await.iter().all(|c| c.spec.migrate.is_none()));
+
+    // --revert before completion: once the Mattermost exists (the latest point before the
+    // migration completes), `migrate --revert` returns it to the legacy installation.
+    let (ns0, reverted) = (fleet.ns(0).to_owned(), "legacy-00");
+    let out = cli(&["-n", &ns0, "migrate", reverted]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("{ns0}/{reverted}: migrate set to true")));
+    let mms_ns0: Api<Mattermost> = Api::namespaced(fleet.client.clone(), &ns0);
+    testenv::wait_until("the migration created the Mattermost", TIMEOUT, || async {
+        mms_ns0.get_opt(reverted).await.unwrap().map(|_| ())
+    })
+    .await
+    .unwrap();
+    let out = cli(&["-n", &ns0, "migrate", "--revert", reverted]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("{ns0}/{reverted}: migrate set to false")),
+        "{}",
+        stdout(&out)
+    );
+    let cis_ns0: Api<ClusterInstallation> = Api::namespaced(fleet.client.clone(), &ns0);
+    let deps_ns0: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(fleet.client.clone(), &ns0);
+    testenv::wait_until("the migration reverted", TIMEOUT, || async {
+        let ci = cis_ns0.get(reverted).await.unwrap();
+        let status = ci.status.clone().unwrap_or_default();
+        let legacy_selector = deps_ns0.get_opt(reverted).await.unwrap().is_some_and(|d| {
+            d.spec
+                .and_then(|s| s.selector.match_labels)
+                .is_some_and(|l| l.contains_key("v1alpha1.mattermost.com/installation"))
+        });
+        (ci.spec.migrate == Some(false)
+            && status.migration.is_none()
+            && status.state.as_deref() == Some("stable")
+            && legacy_selector
+            && mms_ns0.get_opt(reverted).await.unwrap().is_none())
+        .then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        list_cis().await.len(),
+        20,
+        "the reverted one is a ClusterInstallation again"
+    );
+
+    // The whole fleet (the reverted one again too), sampling all along how many migrations are
+    // in flight: never more than the operator's cap of 5.
+    let in_flight_steps = [
+        "OrphaningDeployment",
+        "WaitingForNewPods",
+        "WaitingForMattermost",
+        "CleaningUp",
+    ];
+    let max_in_flight = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (api, sel, max) = (cis_api.clone(), sel.clone(), max_in_flight.clone());
+        tokio::spawn(async move {
+            loop {
+                let list = api
+                    .list(&kube::api::ListParams::default().labels(&sel))
+                    .await
+                    .unwrap();
+                let n = list
+                    .items
+                    .iter()
+                    .filter(|c| {
+                        c.status
+                            .as_ref()
+                            .and_then(|s| s.migration.as_ref())
+                            .and_then(|m| m.status.as_deref())
+                            .is_some_and(|s| in_flight_steps.contains(&s))
+                    })
+                    .count();
+                max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let out = {
+        let sel = sel.clone();
+        tokio::task::spawn_blocking(move || cli(&["-A", "-l", &sel, "migrate", "--wait"]))
+            .await
+            .unwrap()
+    };
+    sampler.abort();
     let text = stdout(&out);
     println!("{text}");
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("migrated 20/20"), "{text}");
+    let max = max_in_flight.load(Ordering::SeqCst);
+    println!("at most {max} migrations in flight (cap 5)");
+    assert!(
+        (1..=5).contains(&max),
+        "{max} migrations in flight at once, cap 5"
+    );
     assert!(
         text.lines()
             .filter(|l| l.contains("done: Mattermost stable"))
             .count()
             == 20
     );
-    let left = Api::<ClusterInstallation>::all(fleet.client.clone())
-        .list(&kube::api::ListParams::default().labels(&sel))
-        .await
-        .unwrap();
-    assert!(left.items.is_empty());
+    assert!(list_cis().await.is_empty());
     // The migrated installations carry the label, so the fleet commands see them.
     let out = fleet.cli(&["status"]);
     assert!(

@@ -24,7 +24,7 @@ pub async fn run(
 ) -> Result<u8, Error> {
     let cis = ctx.cluster_installations(names).await?;
     if cis.is_empty() {
-        println!("no ClusterInstallation selected");
+        outln!("no ClusterInstallation selected");
         return Ok(0);
     }
     let pp = PatchParams {
@@ -35,7 +35,7 @@ pub async fn run(
     for ci in &cis {
         let wanted = !revert;
         if ci.spec.migrate == Some(wanted) || (revert && ci.spec.migrate.is_none()) {
-            println!("{}: migrate is already {wanted}", key(ci));
+            outln!("{}: migrate is already {wanted}", key(ci));
         } else {
             let api: Api<ClusterInstallation> =
                 Api::namespaced(ctx.client.clone(), &ci.namespace().unwrap_or_default());
@@ -45,7 +45,7 @@ pub async fn run(
                 &Patch::Merge(json!({"spec": {"migrate": wanted}})),
             )
             .await?;
-            println!("{}: migrate set to {wanted}", key(ci));
+            outln!("{}: migrate set to {wanted}", key(ci));
         }
         started.push(key(ci));
     }
@@ -89,19 +89,19 @@ pub async fn run(
                 None => "ClusterInstallation removed; Mattermost converging".into(),
             };
             if steps.get(k) != Some(&step) {
-                println!("{k}: {step}");
+                outln!("{k}: {step}");
                 steps.insert(k.clone(), step);
             }
         }
         if done == started.len() {
-            println!("migrated {done}/{}", started.len());
+            outln!("migrated {done}/{}", started.len());
             return Ok(0);
         }
         if !failed.is_empty() || Instant::now() > deadline {
             for f in &failed {
-                println!("{f}");
+                outln!("{f}");
             }
-            println!(
+            outln!(
                 "migrated {done}/{}; stopped ({}). Revert one with: kubectl mattermost migrate --revert -n <namespace> <name>",
                 started.len(),
                 if failed.is_empty() {

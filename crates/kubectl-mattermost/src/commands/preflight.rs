@@ -159,8 +159,8 @@ pub async fn run(ctx: &Ctx, name: Option<String>, version: &str, output: Output)
             c.reason.clone(),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     let failed = checks.iter().filter(|c| c.result == "fail").count();
-    println!("{} checks, {failed} failed", checks.len());
+    outln!("{} checks, {failed} failed", checks.len());
     Ok(code)
 }

@@ -1,5 +1,6 @@
 //! `report`: a support bundle (zip) of the selected installations, their children, events and
-//! ClusterInstallations, the operator's Deployment and versions. Secret values are never written:
+//! ClusterInstallations, the operator's Deployment, its pods' logs when the API server can fetch
+//! them (a file says why when it cannot), and versions. Secret values are never written:
 //! Secrets appear as names and keys only, sensitive environment values are replaced, and all text
 //! is scrubbed of credentials in URLs and of the referenced Secrets' values.
 
@@ -13,7 +14,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service, Se
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::ListParams;
+use kube::api::{ListParams, LogParams};
 use kube::{Api, ResourceExt};
 use mattermost_operator::desired::labels::INSTALLATION_LABEL;
 use mattermost_operator::redact::{self, Secrets};
@@ -21,7 +22,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::kube_ctx::{Ctx, key, main_image};
+use crate::kube_ctx::{Ctx, OPERATOR_SELECTOR, key, main_image};
+
+/// Lines of log kept per operator pod (the most recent).
+const LOG_TAIL_LINES: i64 = 2000;
 
 const SENSITIVE: &[&str] = &[
     "PASSWORD",
@@ -111,8 +115,77 @@ where
         .items)
 }
 
-/// Writes the bundle to `path`.
-pub async fn run(ctx: &Ctx, name: Option<String>, path: &Path) -> Result<u8, Error> {
+/// The operator's logs, best effort: the pods labelled like the chart's (in `namespace`, or in
+/// every namespace), each pod's log fetched through the API server (`pods/log`, never the pod
+/// itself), last [`LOG_TAIL_LINES`] lines of every container, redacted like the rest of the
+/// bundle. Whatever cannot be fetched is recorded with the reason, never an error.
+async fn operator_logs(ctx: &Ctx, b: &mut Bundle, namespace: Option<&str>) -> Result<(), Error> {
+    let scope = namespace.map_or("any namespace".to_owned(), |ns| format!("namespace {ns}"));
+    let pods: Api<Pod> = match namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let pods = match pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await {
+        Ok(list) => list.items,
+        Err(e) => {
+            return b.text(
+                "operator/logs/UNAVAILABLE.txt",
+                &format!(
+                    "operator logs not collected: listing pods labelled {OPERATOR_SELECTOR} in {scope} failed: {}
+",
+                    redact::api_message(&e)
+                ),
+            );
+        }
+    };
+    if pods.is_empty() {
+        return b.text(
+            "operator/logs/UNAVAILABLE.txt",
+            &format!(
+                "operator logs not collected: no pod labelled {OPERATOR_SELECTOR} in {scope} \
+                 (an operator run outside the cluster logs where it runs; --operator-namespace narrows the search)\n"
+            ),
+        );
+    }
+    for pod in &pods {
+        let ns = pod.namespace().unwrap_or_default();
+        let name = pod.name_any();
+        let containers: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter().map(|c| c.name.clone()))
+            .collect();
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        for container in containers {
+            let lp = LogParams {
+                container: Some(container.clone()),
+                tail_lines: Some(LOG_TAIL_LINES),
+                timestamps: true,
+                ..LogParams::default()
+            };
+            let file = format!("operator/logs/{ns}/{name}/{container}");
+            match api.logs(&name, &lp).await {
+                Ok(log) => b.text(&format!("{file}.log"), &log)?,
+                Err(e) => b.text(
+                    &format!("{file}.UNAVAILABLE.txt"),
+                    &format!(
+                        "log of container {container} of pod {ns}/{name} not collected: {}\n",
+                        redact::api_message(&e)
+                    ),
+                )?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the bundle to `path`; `operator_namespace` narrows the search for the operator's pods.
+pub async fn run(
+    ctx: &Ctx,
+    name: Option<String>,
+    path: &Path,
+    operator_namespace: Option<&str>,
+) -> Result<u8, Error> {
     let names: Vec<String> = name.into_iter().collect();
     let mms = ctx.mattermosts(&names).await?;
     // Values of the referenced secrets: only to scrub them from the text, never written.
@@ -161,10 +234,12 @@ pub async fn run(ctx: &Ctx, name: Option<String>, path: &Path) -> Result<u8, Err
     b.text(
         "README.txt",
         "Support bundle written by kubectl mattermost report. Secrets appear as names and keys only;\n\
-         environment values whose names look sensitive and credentials in URLs are replaced by [redacted];\n\
-         operator logs are not collected (use kubectl logs on the operator pod where it runs).\n",
+         environment values whose names look sensitive and credentials in URLs are replaced by [redacted].\n\
+         operator/logs/ holds the last 2000 lines of each operator pod's containers, redacted the same way,\n\
+         or a file saying why they could not be fetched.\n",
     )?;
     b.objects("operator/deployments.yaml", &operators)?;
+    operator_logs(ctx, &mut b, operator_namespace).await?;
     b.objects(
         "clusterinstallations.yaml",
         &ctx.cluster_installations(&[]).await?,
@@ -233,7 +308,7 @@ pub async fn run(ctx: &Ctx, name: Option<String>, path: &Path) -> Result<u8, Err
     }
     let files = b.files;
     b.zip.finish()?;
-    println!(
+    outln!(
         "wrote {} ({files} files, {} installations)",
         path.display(),
         mms.len()

@@ -62,9 +62,9 @@ pub async fn run(ctx: &Ctx, name: Option<String>, output: Output) -> Result<u8, 
         ]);
     }
     if !fleet.items.is_empty() {
-        println!("{t}");
+        outln!("{t}");
     }
-    println!("{}", summary_line(&fleet.summary));
+    outln!("{}", summary_line(&fleet.summary));
     Ok(code)
 }
 
@@ -201,15 +201,15 @@ async fn detail(ctx: &Ctx, name: &str, output: Output) -> Result<u8, Error> {
         return Ok(code);
     }
     let r = &detail.installation;
-    println!("Name:       {}/{}", r.namespace, r.name);
-    println!("Health:     {} (state {})", r.health.as_str(), r.state);
-    println!(
+    outln!("Name:       {}/{}", r.namespace, r.name);
+    outln!("Health:     {} (state {})", r.health.as_str(), r.state);
+    outln!(
         "Version:    serving {}, desired {}",
         r.serving.as_deref().unwrap_or("-"),
         r.desired
     );
-    println!("Replicas:   {}/{}", r.ready, r.replicas);
-    println!(
+    outln!("Replicas:   {}/{}", r.ready, r.replicas);
+    outln!(
         "History:    last stable {}, previous stable {}{}",
         detail.history.last_stable_version.as_deref().unwrap_or("-"),
         detail.history.previous_stable_version.as_deref().unwrap_or("-"),
@@ -220,7 +220,7 @@ async fn detail(ctx: &Ctx, name: &str, output: Output) -> Result<u8, Error> {
             .map(|v| format!(", rolled back from {v}"))
             .unwrap_or_default()
     );
-    println!("\nConditions:");
+    outln!("\nConditions:");
     let mut t = table(&["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"]);
     for c in &detail.conditions {
         t.add_row(vec![
@@ -231,9 +231,9 @@ async fn detail(ctx: &Ctx, name: &str, output: Output) -> Result<u8, Error> {
             cell(&c.message, 100),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     if !detail.update_jobs.is_empty() {
-        println!("\nUpdate Jobs:");
+        outln!("\nUpdate Jobs:");
         let mut t = table(&["NAME", "IMAGE", "OUTCOME", "MESSAGE"]);
         for j in &detail.update_jobs {
             t.add_row(vec![
@@ -243,9 +243,9 @@ async fn detail(ctx: &Ctx, name: &str, output: Output) -> Result<u8, Error> {
                 cell(j.message.as_deref().unwrap_or(""), 100),
             ]);
         }
-        println!("{t}");
+        outln!("{t}");
     }
-    println!("\nEvents:");
+    outln!("\nEvents:");
     let mut t = table(&["AGE", "TYPE", "REASON", "NOTE"]);
     for e in detail.events.iter().rev().take(20).rev() {
         t.add_row(vec![
@@ -255,6 +255,6 @@ async fn detail(ctx: &Ctx, name: &str, output: Output) -> Result<u8, Error> {
             cell(&e.note, 100),
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     Ok(code)
 }

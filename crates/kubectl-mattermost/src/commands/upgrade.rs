@@ -175,10 +175,10 @@ pub async fn run_plan(ctx: &Ctx, args: &PlanArgs) -> Result<u8, Error> {
             },
         ]);
     }
-    println!("{t}");
+    outln!("{t}");
     let todo = lines.iter().filter(|l| l.action == "upgrade").count();
     let blocked = lines.iter().filter(|l| !l.problems.is_empty()).count();
-    println!(
+    outln!(
         "{todo} of {} installations to upgrade to {} in {waves} waves (canary {}, then {} per wave); {blocked} fail the preflight",
         lines.len(),
         args.version,
@@ -212,14 +212,15 @@ impl Progress {
 
     fn line(&self, text: &str) {
         if self.plain {
-            println!("{text}");
+            outln!("{text}");
         } else {
             self.bar.println(text);
         }
     }
 }
 
-/// `upgrade`: waves, canary first; exit 1 when the failure budget is spent, 130 on Ctrl-C.
+/// `upgrade`: waves, canary first, each wave stable before the next is patched; the last wave is
+/// waited for only with `--wait`. Exit 1 when the failure budget is spent, 130 on Ctrl-C.
 pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
     let version = args.plan.version.clone();
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -265,6 +266,28 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
                 waves.len(),
                 mm.spec.version()
             ));
+        }
+        if i + 1 == waves.len() && !args.wait {
+            // Earlier waves were waited for; the last one is left to the operator.
+            progress.bar.finish_and_clear();
+            outln!(
+                "wave {}/{}{label}: {} patched to {version}; not waiting for it to be stable (no --wait)",
+                i + 1,
+                waves.len(),
+                wave.iter().filter(|k| current.contains_key(*k)).count()
+            );
+            outln!("follow progress: {}", follow_command(ctx));
+            if !failed.is_empty() {
+                outln!(
+                    "{} failed in earlier waves (within the budget {}):",
+                    failed.len(),
+                    args.max_failures
+                );
+                for (k, why) in &failed {
+                    outln!("  {k}: {why}");
+                }
+            }
+            return Ok(u8::from(!failed.is_empty()));
         }
         progress
             .bar
@@ -318,20 +341,20 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
         failed.extend(wave_failed);
         if failed.len() > args.max_failures {
             progress.bar.finish_and_clear();
-            println!(
+            outln!(
                 "stopped after wave {}/{}: {} failed (budget {}). Installations of later waves are untouched.",
                 i + 1,
                 waves.len(),
                 failed.len(),
                 args.max_failures
             );
-            println!("  inspect:  kubectl mattermost status -n <namespace> <name>");
-            println!(
+            outln!("  inspect:  kubectl mattermost status -n <namespace> <name>");
+            outln!(
                 "  roll back: kubectl mattermost rollback -n <namespace> <name>   (last stable version, no update Job)"
             );
-            println!("  or fix the cause and run the same upgrade command again: it continues from here");
+            outln!("  or fix the cause and run the same upgrade command again: it continues from here");
             for (k, why) in &failed {
-                println!("  {k}: {why}");
+                outln!("  {k}: {why}");
             }
             return Ok(1);
         }
@@ -347,12 +370,25 @@ pub async fn run_upgrade(ctx: &Ctx, args: &UpgradeArgs) -> Result<u8, Error> {
         .values()
         .filter(|m| fleet::upgraded(m, &version))
         .count();
-    println!(
+    outln!(
         "upgraded {done}/{} to {version} ({} failed within the budget)",
         keys.len(),
         failed.len()
     );
     Ok(u8::from(!failed.is_empty()))
+}
+
+/// The `status` command over the same selection as this run.
+fn follow_command(ctx: &Ctx) -> String {
+    let mut cmd = String::from("kubectl mattermost status");
+    match &ctx.namespace {
+        Some(ns) => cmd.push_str(&format!(" -n {ns}")),
+        None => cmd.push_str(" -A"),
+    }
+    if let Some(sel) = &ctx.selector {
+        cmd.push_str(&format!(" -l {sel}"));
+    }
+    cmd
 }
 
 fn wave_failed_len(failed: &[(String, String)], wave: &[String]) -> usize {
@@ -361,7 +397,7 @@ fn wave_failed_len(failed: &[(String, String)], wave: &[String]) -> usize {
 
 fn stopped(progress: &Progress, wave: usize, patched: usize) -> u8 {
     progress.bar.finish_and_clear();
-    println!(
+    outln!(
         "interrupted in wave {wave}: {patched} installations patched by this run, none half-patched; run the same command again to continue"
     );
     130
@@ -387,13 +423,13 @@ pub async fn run_rollback(ctx: &Ctx, names: &[String], wait: bool, timeout: Dura
     let mut targets = Vec::new();
     for mm in &mms {
         let Some((version, spec)) = fleet::rollback_spec(mm) else {
-            println!("{}: no stable version to go back to; skipped", key(mm));
+            outln!("{}: no stable version to go back to; skipped", key(mm));
             continue;
         };
         let api: Api<Mattermost> = Api::namespaced(ctx.client.clone(), &mm.namespace().unwrap_or_default());
         api.patch(&mm.name_any(), &pp, &Patch::Merge(json!({ "spec": spec })))
             .await?;
-        println!("{}: {} → {version}", key(mm), mm.spec.version());
+        outln!("{}: {} → {version}", key(mm), mm.spec.version());
         targets.push((key(mm), version));
     }
     if !wait {
@@ -408,11 +444,11 @@ pub async fn run_rollback(ctx: &Ctx, names: &[String], wait: bool, timeout: Dura
             .map(|(k, _)| k)
             .collect();
         if pending.is_empty() {
-            println!("rolled back {} installations", targets.len());
+            outln!("rolled back {} installations", targets.len());
             return Ok(0);
         }
         if Instant::now() > deadline {
-            println!("not stable after {timeout:?}: {pending:?}");
+            outln!("not stable after {timeout:?}: {pending:?}");
             return Ok(1);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;

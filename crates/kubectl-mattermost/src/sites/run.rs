@@ -65,8 +65,8 @@ pub async fn run(global: &Global, args: &SitesArgs, mode: Option<Mode>) -> Resul
                     s.detail.clone(),
                 ]);
             }
-            println!("{t}");
-            println!(
+            outln!("{t}");
+            outln!(
                 "nothing was changed; run `kubectl mattermost sites upgrade -f {}` to do it",
                 args.file.display()
             );
@@ -76,10 +76,10 @@ pub async fn run(global: &Global, args: &SitesArgs, mode: Option<Mode>) -> Resul
     if decisions.iter().all(|d| d.progress().is_none()) {
         for (site, d) in plan.sites.iter().zip(&decisions) {
             if let Decision::Skip(why) = d {
-                println!("site {}: {why}", site.name);
+                outln!("site {}: {why}", site.name);
             }
         }
-        println!("nothing to do");
+        outln!("nothing to do");
         return Ok(0);
     }
     let owner = args
@@ -102,14 +102,14 @@ pub async fn run(global: &Global, args: &SitesArgs, mode: Option<Mode>) -> Resul
     release(&plan, &conns, &taken, &lock).await;
     match result {
         Ok(()) => {
-            println!(
+            outln!(
                 "{} done: every site of the plan is stable and serving",
                 mode.as_str()
             );
             Ok(0)
         }
         Err(Ok(Stop(message))) => {
-            println!("{message}");
+            outln!("{message}");
             Ok(1)
         }
         Err(Err(e)) => Err(e),
@@ -220,7 +220,7 @@ async fn run_locked(
     for i in steps::order(mode, decisions) {
         let site = &plan.sites[i];
         match &decisions[i] {
-            Decision::Skip(why) => println!("site {}: skipped: {why}", site.name),
+            Decision::Skip(why) => outln!("site {}: skipped: {why}", site.name),
             Decision::Fresh(p) | Decision::Resume(p) => {
                 let phase = matches!(decisions[i], Decision::Resume(_)).then_some(p.phase);
                 run_site(plan, mode, &file, conns, i, p.clone(), phase).await?;
@@ -251,7 +251,7 @@ fn env(site: Option<(&Site, &str)>, writer: &str, step: &str) -> HookEnv {
 async fn gates(plan: &SitePlan, env: &HookEnv, when: &str) -> Result<(), String> {
     for g in &plan.gates {
         match gate::evaluate(g, env).await {
-            Ok(detail) => println!(
+            Ok(detail) => outln!(
                 "  gate {} passed {when}{}",
                 g.name,
                 if detail.is_empty() {
@@ -308,7 +308,7 @@ async fn preflight(plan: &SitePlan, mode: Mode, conns: &[Conn], decisions: &[Dec
         }
     }
     if problems.is_empty() {
-        println!("preflight passed on {} sites", plan.sites.len());
+        outln!("preflight passed on {} sites", plan.sites.len());
         Ok(())
     } else {
         stop(format!(
@@ -348,7 +348,7 @@ async fn run_site(
         async move { progress::save(&api, name, &p).await.map_err(Err) }
     };
     if let Some(phase) = phase {
-        println!(
+        outln!(
             "site {}: resuming the {} to {} at phase {}",
             site.name,
             mode.as_str(),
@@ -381,7 +381,7 @@ async fn run_site(
                     .await
                     .map_err(Err)?;
                 let wait = plan.drain_wait(site);
-                println!(
+                outln!(
                     "site {}: drained ({}), waiting {wait:?}",
                     site.name,
                     switch::describe(site)
@@ -403,14 +403,14 @@ async fn run_site(
                         })?;
                     }
                 }
-                println!("site {}: writes go to site {writer} only", site.name);
+                outln!("site {}: writes go to site {writer} only", site.name);
                 p.phase = Phase::Guarded;
             }
             Action::Move => {
                 progress::patch_spec(&conn.api, name, &p.spec)
                     .await
                     .map_err(Err)?;
-                println!(
+                outln!(
                     "site {}: {} {} → {}{}",
                     site.name,
                     mode.as_str(),
@@ -432,7 +432,7 @@ async fn run_site(
                     progress::patch_spec(&conn.api, name, after).await.map_err(Err)?;
                     wait_stable(plan, mode, file, site, conn, &p, &others()).await?;
                 }
-                println!("site {}: stable at {}", site.name, p.version);
+                outln!("site {}: stable at {}", site.name, p.version);
                 p.phase = Phase::Stable;
             }
             Action::Verify => {
@@ -466,7 +466,7 @@ async fn run_site(
                 switch::restore(conn.client(), site, &hook_env("restore"), p.restore.as_ref())
                     .await
                     .map_err(Err)?;
-                println!(
+                outln!(
                     "site {}: traffic restored ({})",
                     site.name,
                     switch::describe(site)
@@ -494,7 +494,7 @@ async fn run_site(
                             mode.as_str()
                         )))
                     })?;
-                println!("site {}: done", site.name);
+                outln!("site {}: done", site.name);
                 p.phase = Phase::Done;
             }
         }
@@ -561,7 +561,7 @@ async fn wait_stable(
         }
         let now = format!("{} {}/{}", row.health.as_str(), row.ready, row.replicas);
         if now != last {
-            println!("site {}: {now}", site.name);
+            outln!("site {}: {now}", site.name);
             last = now;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
