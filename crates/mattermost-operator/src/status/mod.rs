@@ -2,7 +2,15 @@
 //! operator's meaning (fleet tools read it); conditions say why.
 
 pub mod conditions;
+mod gate;
 pub mod pods;
+mod rollout;
+
+pub use gate::{Failure, Gate, JobKind, JobRun, JobState};
+#[cfg(test)]
+use rollout::REVISION;
+pub(crate) use rollout::container_image;
+pub use rollout::{Rollout, current_replica_set, deadline_exceeded, rollout};
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -45,150 +53,6 @@ pub const IMAGE_PINNED: &str = "ImagePinned";
 pub const NO_ENDPOINT: &str = "not available";
 /// Ready reason while a wanted child is absent (deleted by someone, or being deleted).
 pub const CHILDREN_MISSING: &str = "ChildrenMissing";
-const REVISION: &str = "deployment.kubernetes.io/revision";
-
-/// The Jobs of an upgrade, in the order they run: each has a condition and stable reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    /// Database dump before the schema changes.
-    Backup,
-    /// `mattermost db migrate` with the new image.
-    Update,
-    /// The server's own health and version after the rollout.
-    Verify,
-}
-
-impl JobKind {
-    /// Condition type of this Job's state.
-    pub fn condition(self) -> &'static str {
-        match self {
-            JobKind::Backup => BACKUP,
-            JobKind::Update => UPDATE_JOB,
-            JobKind::Verify => VERIFIED,
-        }
-    }
-
-    /// Reason while it runs.
-    pub fn running(self) -> &'static str {
-        match self {
-            JobKind::Backup => "BackupRunning",
-            JobKind::Update => "UpdateJobRunning",
-            JobKind::Verify => "VerificationRunning",
-        }
-    }
-
-    /// Reason when it failed.
-    pub fn failed(self) -> &'static str {
-        match self {
-            JobKind::Backup => "BackupFailed",
-            JobKind::Update => "UpdateJobFailed",
-            JobKind::Verify => "VerificationFailed",
-        }
-    }
-
-    /// Reason when it succeeded (the condition type).
-    pub fn succeeded(self) -> &'static str {
-        self.condition()
-    }
-
-    /// Event reason when the operator started it.
-    pub fn started(self) -> &'static str {
-        match self {
-            JobKind::Backup => "BackupStarted",
-            JobKind::Update => "UpdateJobStarted",
-            JobKind::Verify => "VerificationStarted",
-        }
-    }
-
-    /// For messages.
-    pub fn noun(self) -> &'static str {
-        match self {
-            JobKind::Backup => "backup Job",
-            JobKind::Update => "update Job",
-            JobKind::Verify => "verification Job",
-        }
-    }
-
-    fn doing(self) -> &'static str {
-        match self {
-            JobKind::Backup => "dumps the database to object storage",
-            JobKind::Update => "runs `mattermost db migrate`",
-            JobKind::Verify => "asks the server for its health and version",
-        }
-    }
-}
-
-/// Where one Job stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobState {
-    /// Created, not finished.
-    Running,
-    /// Finished with success.
-    Succeeded,
-    /// Failed; kept (no relaunch) until the spec changes or a retry is requested.
-    Failed {
-        /// Why, from the Job condition or the failed pod's termination message.
-        message: String,
-    },
-}
-
-/// One Job of an upgrade and where it stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobRun {
-    /// Which Job.
-    pub kind: JobKind,
-    /// Job name.
-    pub job: String,
-    /// Its state.
-    pub state: JobState,
-}
-
-/// Where the upgrade gate stands (preflight, slot, backup and update Jobs).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Gate {
-    /// No image change pending (or the gate is disabled).
-    #[default]
-    Open,
-    /// A Job the new image waits for is running (backup, then update).
-    Running {
-        /// Which Job.
-        kind: JobKind,
-        /// Job name.
-        job: String,
-    },
-    /// A Job the new image waits for failed; the Deployment is left alone.
-    Failed {
-        /// Which Job.
-        kind: JobKind,
-        /// Job name.
-        job: String,
-        /// Why, from the Job condition or the failed pod's termination message.
-        message: String,
-    },
-    /// The update Job succeeded and the new image was applied.
-    Passed {
-        /// Job name.
-        job: String,
-    },
-    /// A preflight check failed; nothing was changed.
-    Blocked {
-        /// Stable reason.
-        reason: &'static str,
-        /// For humans.
-        message: String,
-    },
-    /// The rollout waits for a free slot (`MAX_RECONCILING_INSTALLATIONS`).
-    Waiting,
-}
-
-/// A failure while applying children.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// Stable reason.
-    pub reason: &'static str,
-    /// Message for humans.
-    pub message: String,
-}
 
 /// Everything status depends on.
 #[derive(Debug, Clone)]
@@ -224,95 +88,6 @@ pub struct Observation<'a> {
     /// Wanted children that were absent or being deleted when observed (`Kind name`); the
     /// installation is not stable until they exist again.
     pub missing: &'a [String],
-}
-
-/// Rollout progress of one Deployment, as the Go operator measured it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Rollout {
-    /// The Deployment controller has seen the current generation.
-    pub observed: bool,
-    /// Pods of all revisions (`deployment.status.replicas`).
-    pub replicas: i32,
-    /// Available pods of the current revision.
-    pub updated: i32,
-    /// Image reference of the newest revision with available pods.
-    pub serving_image: Option<String>,
-}
-
-fn container_image(
-    template_spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
-    name: &str,
-) -> Option<String> {
-    template_spec?
-        .containers
-        .iter()
-        .find(|c| c.name == name)
-        .and_then(|c| c.image.clone())
-}
-
-/// Measures the rollout of `dep` from its ReplicaSets.
-pub fn rollout(dep: &Deployment, replica_sets: &[ReplicaSet], container: &str) -> Rollout {
-    let status = dep.status.clone().unwrap_or_default();
-    let observed = status.observed_generation.unwrap_or(0) >= dep.metadata.generation.unwrap_or(0);
-    let uid = dep.metadata.uid.as_deref();
-    let owned: Vec<&ReplicaSet> = replica_sets
-        .iter()
-        .filter(|rs| {
-            rs.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(o.uid.as_str()) == uid)
-        })
-        .collect();
-    let rs_revision = |rs: &ReplicaSet| -> i64 {
-        let ann = rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION));
-        ann.and_then(|r| r.parse().ok()).unwrap_or(0)
-    };
-    let available = |rs: &ReplicaSet| rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-    let current = current_replica_set(dep, replica_sets);
-    let serving = owned
-        .iter()
-        .filter(|rs| available(rs) > 0)
-        .max_by_key(|rs| rs_revision(rs));
-    Rollout {
-        observed: observed && current.is_some(),
-        replicas: status.replicas.unwrap_or(0),
-        updated: current.map(available).unwrap_or(0),
-        serving_image: serving
-            .and_then(|rs| container_image(rs.spec.as_ref()?.template.as_ref()?.spec.as_ref(), container)),
-    }
-}
-
-/// The ReplicaSet of `dep`'s current revision, once the ReplicaSet controller has seen it.
-pub fn current_replica_set<'a>(dep: &Deployment, replica_sets: &'a [ReplicaSet]) -> Option<&'a ReplicaSet> {
-    let revision = dep.metadata.annotations.as_ref()?.get(REVISION)?;
-    let uid = dep.metadata.uid.as_deref()?;
-    replica_sets.iter().find(|rs| {
-        rs.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.uid == uid)
-            && rs.metadata.annotations.as_ref().and_then(|a| a.get(REVISION)) == Some(revision)
-            && rs
-                .status
-                .as_ref()
-                .and_then(|s| s.observed_generation)
-                .unwrap_or(0)
-                > 0
-    })
-}
-
-/// The Deployment controller's verdict that the rollout stopped progressing.
-pub fn deadline_exceeded(dep: &Deployment) -> Option<String> {
-    let conds = dep.status.as_ref()?.conditions.as_ref()?;
-    let c = conds.iter().find(|c| c.type_ == "Progressing")?;
-    (c.status == "False" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")).then(|| {
-        c.message
-            .clone()
-            .unwrap_or_else(|| "progress deadline exceeded".to_owned())
-    })
 }
 
 fn endpoint(obs: &Observation<'_>) -> Option<String> {
