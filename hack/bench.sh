@@ -85,7 +85,7 @@ sleep "$IDLE"
 t4=$(now); m4=$(mark)
 rss_final=$(awk '/VmRSS/ {print $2}' "/proc/$OP/status"); rss_peak=$(awk '/VmHWM/ {print $2}' "/proc/$OP/status")
 cpu4=$(cpu)
-c0=$(now); "$CLI" -n "$NS" status >/dev/null || true; c1=$(now)
+c0=$(now); "$CLI" -A status >/dev/null || true; c1=$(now)
 sleep 1
 python3 - "$STATE/audit.log" "$N" "$REPLICAS" "$m0" "$m1" "$m2" "$m3" "$m4" "$t0" "$t1" "$t2" "$t3" "$t4" \
   "$rss_converged" "$rss_final" "$rss_peak" "$cpu1" "$cpu3" "$cpu4" "$c0" "$c1" <<'PY'
