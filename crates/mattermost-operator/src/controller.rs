@@ -197,6 +197,28 @@ where
     (reader, stream)
 }
 
+/// Counts each child event as a queue entry of the installation that owns it (workqueue depth
+/// and wait); the controller maps it to its owner the same way.
+fn queued_owners<K, S>(children: S, metrics: Arc<Metrics>) -> impl Stream<Item = S::Item> + Send + 'static
+where
+    K: Resource,
+    S: Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+{
+    children.inspect(move |child| {
+        if let Ok(child) = child {
+            let ns = child.meta().namespace.as_deref().unwrap_or_default();
+            for owner in child.owner_references().iter().filter(|o| o.kind == "Mattermost") {
+                metrics.enqueued(reconcile::CONTROLLER, format!("{ns}/{}", owner.name));
+            }
+        }
+    })
+}
+
+/// The queue key of an object (`namespace/name`), as the reconcile reports it.
+fn queue_key<K: Resource>(obj: &ObjectRef<K>) -> String {
+    format!("{}/{}", obj.namespace.as_deref().unwrap_or_default(), obj.name)
+}
+
 /// Runs the controllers until the task is aborted. `on_ready` is called once every cache synced.
 pub async fn run(
     clients: impl Into<Clients>,
@@ -295,6 +317,13 @@ async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: 
         ctx.observed.retain(|uid| live.contains(uid));
         ctx.status_pace.retain(|uid| live.contains(uid));
         ctx.published.retain(|uid| live.contains(uid));
+        // Triggered but deleted before their reconcile (other scopes' entries are theirs).
+        ctx.metrics.forget_queued(reconcile::CONTROLLER, |key| {
+            key.split_once('/').is_none_or(|(ns, name)| {
+                namespace.as_deref().is_some_and(|scope| scope != ns)
+                    || store.get(&ObjectRef::new(name).within(ns)).is_some()
+            })
+        });
         let state = store.state();
         let referenced: std::collections::HashSet<(String, &str)> = state
             .iter()
@@ -435,11 +464,22 @@ fn run_scope(
         .reflect(mm_writer),
         health,
     )
-    .applied_objects();
+    .applied_objects()
+    .inspect({
+        let metrics = metrics.clone();
+        move |mm| {
+            if let Ok(mm) = mm {
+                metrics.enqueued(reconcile::CONTROLLER, queue_key(&ObjectRef::from_obj(mm)));
+            }
+        }
+    });
     let scope = ns.clone();
+    let woken_metrics = metrics.clone();
     let woken = slots.woken(move |slot| match slot {
         Slot::Rollout { namespace, name } if scope.as_ref().is_none_or(|s| *s == namespace) => {
-            Some(ObjectRef::<Mattermost>::new(&name).within(&namespace))
+            let obj = ObjectRef::<Mattermost>::new(&name).within(&namespace);
+            woken_metrics.enqueued(reconcile::CONTROLLER, queue_key(&obj));
+            Some(obj)
         }
         _ => None,
     });
@@ -480,18 +520,21 @@ fn run_scope(
 
     let secret_store = mm_store.clone();
     let secret_ctx = ctx.clone();
+    let m = &metrics;
+    let pod_metrics = metrics.clone();
     let mattermost = controller
-        .owns_stream(dep_stream)
-        .owns_stream(svc_stream)
-        .owns_stream(ing_stream)
-        .owns_stream(sa_stream)
-        .owns_stream(job_stream)
-        .owns_stream(pvc_stream)
-        .owns_stream(pdb_stream)
-        .watches_stream(
-            crate::status::pods::triggers(pod_stream),
-            crate::status::pods::installation_of,
-        )
+        .owns_stream(queued_owners(dep_stream, m.clone()))
+        .owns_stream(queued_owners(svc_stream, m.clone()))
+        .owns_stream(queued_owners(ing_stream, m.clone()))
+        .owns_stream(queued_owners(sa_stream, m.clone()))
+        .owns_stream(queued_owners(job_stream, m.clone()))
+        .owns_stream(queued_owners(pvc_stream, m.clone()))
+        .owns_stream(queued_owners(pdb_stream, m.clone()))
+        .watches_stream(crate::status::pods::triggers(pod_stream), move |pod| {
+            let obj = crate::status::pods::installation_of(pod)?;
+            pod_metrics.enqueued(reconcile::CONTROLLER, queue_key(&obj));
+            Some(obj)
+        })
         .watches_stream(secrets, move |secret: PartialObjectMeta<Secret>| {
             let ns = secret.namespace();
             let name = secret.name_any();
@@ -506,7 +549,13 @@ fn run_scope(
             }
             referencing
                 .iter()
-                .map(|mm| ObjectRef::from_obj(&**mm))
+                .map(|mm| {
+                    let obj = ObjectRef::from_obj(&**mm);
+                    secret_ctx
+                        .metrics
+                        .enqueued(reconcile::CONTROLLER, queue_key(&obj));
+                    obj
+                })
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown.clone().wait())

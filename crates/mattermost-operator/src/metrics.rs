@@ -162,6 +162,11 @@ pub struct Metrics {
     wq_work: Family<QueueLabels, Histogram, fn() -> Histogram>,
     wq_unfinished: Family<QueueLabels, Gauge<f64, AtomicU64>>,
     wq_longest: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    wq_depth: Family<QueueLabels, Gauge>,
+    wq_queue: Family<QueueLabels, Histogram, fn() -> Histogram>,
+    /// Objects triggered and not yet reconciled: (controller, namespace/name) -> first trigger
+    /// (client-go's dirty set: a trigger for an object already waiting adds nothing).
+    queued: Mutex<HashMap<(String, String), Instant>>,
     /// Reconciles running now: id -> (controller, start), for the unfinished-work gauges.
     in_flight: Mutex<HashMap<u64, (String, Instant)>>,
     /// Blocking reasons outside `BLOCKING_REASONS` seen so far (reset to 0 when they clear).
@@ -198,6 +203,9 @@ impl Metrics {
             wq_adds: Family::default(),
             wq_retries: Family::default(),
             wq_work: Family::new_with_constructor(duration_histogram),
+            wq_depth: Family::default(),
+            wq_queue: Family::new_with_constructor(duration_histogram),
+            queued: Mutex::default(),
             wq_unfinished: Family::default(),
             wq_longest: Family::default(),
             in_flight: Mutex::default(),
@@ -222,8 +230,18 @@ impl Metrics {
         let wq = registry.sub_registry_with_prefix("workqueue");
         wq.register(
             "adds",
-            "Reconciles dispatched by the controller's queue (deduplicated adds)",
+            "Objects added to the controller's queue (a trigger for an object already waiting is not an add)",
             m.wq_adds.clone(),
+        );
+        wq.register(
+            "depth",
+            "Objects triggered and waiting for their reconcile",
+            m.wq_depth.clone(),
+        );
+        wq.register(
+            "queue_duration_seconds",
+            "How long an object waits from its first trigger until its reconcile starts",
+            m.wq_queue.clone(),
         );
         wq.register(
             "retries",
@@ -379,14 +397,48 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// Starts timing a reconcile of `controller`.
-    pub fn reconcile_started(&self, controller: &str) -> ReconcileTimer<'_> {
+    /// A trigger (watch event, slot wake-up) for the object `key` (`namespace/name`) of
+    /// `controller`: an add unless the object is already waiting.
+    pub fn enqueued(&self, controller: &str, key: String) {
+        let Ok(mut queued) = self.queued.lock() else {
+            return;
+        };
+        if let std::collections::hash_map::Entry::Vacant(e) = queued.entry((controller.to_owned(), key)) {
+            e.insert(Instant::now());
+            self.wq_adds.get_or_create(&queue_labels(controller)).inc();
+        }
+    }
+
+    /// Drops the queue entries of `controller` whose key `keep` refuses (objects deleted before
+    /// their reconcile: the controller never dispatches them).
+    pub fn forget_queued(&self, controller: &str, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut queued) = self.queued.lock() {
+            queued.retain(|(c, key), _| c != controller || keep(key));
+        }
+    }
+
+    /// Starts timing a reconcile of the object `key` of `controller`; its time in the queue ends.
+    /// A reconcile nobody triggered (its own requeue or retry timer) counts as an add dispatched
+    /// at once, as client-go's delayed adds are.
+    pub fn reconcile_started(&self, controller: &str, key: &str) -> ReconcileTimer<'_> {
         let labels = ControllerLabels {
             controller: controller.to_owned(),
         };
         self.reconciles.get_or_create(&labels).inc();
         self.cr_active.get_or_create(&labels).inc();
-        self.wq_adds.get_or_create(&queue_labels(controller)).inc();
+        let q = queue_labels(controller);
+        let since = self
+            .queued
+            .lock()
+            .ok()
+            .and_then(|mut queued| queued.remove(&(controller.to_owned(), key.to_owned())));
+        match since {
+            Some(t) => self.wq_queue.get_or_create(&q).observe(t.elapsed().as_secs_f64()),
+            None => {
+                self.wq_adds.get_or_create(&q).inc();
+                self.wq_queue.get_or_create(&q).observe(0.0);
+            }
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         if let Ok(mut running) = self.in_flight.lock() {
@@ -417,14 +469,23 @@ impl Metrics {
                 e.1 = e.1.max(secs);
             }
         }
-        // Controllers with nothing running drop back to 0.
-        let mut known = self.controllers.clone();
-        known.extend(per.keys().filter(|c| !self.controllers.contains(c)).cloned());
+        let mut depth: HashMap<String, i64> = HashMap::new();
+        if let Ok(queued) = self.queued.lock() {
+            for (controller, _) in queued.keys() {
+                *depth.entry(controller.clone()).or_default() += 1;
+            }
+        }
+        // Controllers with nothing running or waiting drop back to 0.
+        let mut known: std::collections::BTreeSet<String> = self.controllers.iter().cloned().collect();
+        known.extend(per.keys().chain(depth.keys()).cloned());
         for c in known {
             let (sum, longest) = per.get(&c).copied().unwrap_or_default();
             let q = queue_labels(&c);
             self.wq_unfinished.get_or_create(&q).set(sum);
             self.wq_longest.get_or_create(&q).set(longest);
+            self.wq_depth
+                .get_or_create(&q)
+                .set(depth.get(&c).copied().unwrap_or_default());
         }
         if let Some(bytes) = resident_memory_bytes() {
             self.resident_memory.set(bytes);
@@ -631,16 +692,58 @@ mod tests {
     }
 
     #[test]
+    fn the_queue_counts_waiting_objects_once_and_their_wait() {
+        let m = Metrics::new(&["mattermost"], 1);
+        m.enqueued("mattermost", "ns/a".into());
+        m.enqueued("mattermost", "ns/b".into());
+        m.enqueued("mattermost", "ns/a".into());
+        let text = m.encode().unwrap();
+        for series in [
+            r#"workqueue_adds_total{name="mattermost",controller="mattermost"} 2"#,
+            r#"workqueue_depth{name="mattermost",controller="mattermost"} 2"#,
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        m.reconcile_started("mattermost", "ns/a")
+            .finish(ReconcileOutcome::Success);
+        // Its own requeue timer: an add dispatched at once.
+        m.reconcile_started("mattermost", "ns/c")
+            .finish(ReconcileOutcome::Success);
+        // Deleted before its reconcile: never dispatched, dropped from the queue.
+        m.forget_queued("mattermost", |key| key != "ns/b");
+        let text = m.encode().unwrap();
+        for series in [
+            r#"workqueue_adds_total{name="mattermost",controller="mattermost"} 3"#,
+            r#"workqueue_depth{name="mattermost",controller="mattermost"} 0"#,
+            r#"workqueue_queue_duration_seconds_count{name="mattermost",controller="mattermost"} 2"#,
+        ] {
+            assert!(text.contains(series), "missing {series} in\n{text}");
+        }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"workqueue_queue_duration_seconds_sum{name="mattermost",controller="mattermost"} "#,
+                )
+            })
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(sum >= 0.02, "waited {sum} s");
+    }
+
+    #[test]
     fn encodes_our_series_and_controller_runtime_names() {
         let m = Metrics::new(&["mattermost", "clusterinstallation"], 10);
-        m.reconcile_started("mattermost")
+        m.reconcile_started("mattermost", "ns/a")
             .finish(ReconcileOutcome::Success);
-        m.reconcile_started("mattermost")
+        m.reconcile_started("mattermost", "ns/a")
             .finish(ReconcileOutcome::Error("SecretNotFound"));
         let ok: Result<Action, ()> = Ok(Action::requeue(Duration::from_secs(5)));
-        m.reconcile_started("mattermost")
+        m.reconcile_started("mattermost", "ns/a")
             .finish(ReconcileOutcome::of(&ok, |_| "never"));
-        let running = m.reconcile_started("clusterinstallation");
+        let running = m.reconcile_started("clusterinstallation", "ns/b");
         std::thread::sleep(Duration::from_millis(20));
         m.set_installations_by_state(&[("stable".into(), 3)]);
         m.set_leader("b78a986e.mattermost.com", true);

@@ -105,7 +105,20 @@ async fn metrics_and_logs_of_an_operator_that_upgraded_an_installation() {
         positive("workqueue_work_duration_seconds_count", &[("name", c)]);
         assert!(value(&text, "workqueue_retries_total", &[("name", c)]).is_some());
         assert!(value(&text, "workqueue_unfinished_work_seconds", &[("name", c)]).is_some());
+        positive("workqueue_queue_duration_seconds_count", &[("name", c)]);
+        assert!(value(&text, "workqueue_depth", &[("name", c)]).is_some());
     }
+    // Triggers were waited for, and once everything is settled nothing stays queued.
+    positive("workqueue_queue_duration_seconds_sum", &[("name", "mattermost")]);
+    testenv::wait_until("an empty queue once settled", TIMEOUT, || async {
+        let (_, text) = op.get("/metrics").await?;
+        ["mattermost", "clusterinstallation"]
+            .iter()
+            .all(|c| value(&text, "workqueue_depth", &[("name", c)]) == Some(0.0))
+            .then_some(())
+    })
+    .await
+    .unwrap();
     positive(
         "rest_client_requests_total",
         &[("code", "200"), ("method", "GET")],

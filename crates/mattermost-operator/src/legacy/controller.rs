@@ -28,9 +28,15 @@ use crate::observe;
 use crate::rollout_cap::Slot;
 use kube::runtime::reflector::ObjectRef;
 
+/// The queue key of a `ClusterInstallation` in the workqueue metrics.
+fn queue_key(namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or_default())
+}
+
 /// Entry point for the controller: one reconcile, measured.
 async fn reconcile(ci: Arc<ClusterInstallation>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let key = queue_key(ci.namespace().as_deref(), &ci.name_any());
+    let timer = ctx.metrics.reconcile_started(CONTROLLER, &key);
     let result = reconcile_inner(ci, &ctx).await;
     timer.finish(crate::metrics::ReconcileOutcome::of(&result, Error::reason));
     result
@@ -200,7 +206,15 @@ pub async fn run(
         watcher(api, watcher::Config::default().any_semantic()).reflect(writer),
         &health,
     )
-    .applied_objects();
+    .applied_objects()
+    .inspect({
+        let metrics = fleet.metrics.clone();
+        move |ci| {
+            if let Ok(ci) = ci {
+                metrics.enqueued(CONTROLLER, queue_key(ci.namespace().as_deref(), &ci.name_any()));
+            }
+        }
+    });
     let reporter = kube::runtime::events::Reporter {
         controller: "mattermost-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -222,8 +236,10 @@ pub async fn run(
     });
     let counting = tokio::spawn(count_migrations(store.clone(), ctx.clone(), namespace.clone()));
     let scope = namespace.clone();
+    let woken_metrics = ctx.metrics.clone();
     let woken = ctx.slots.woken(move |slot| match slot {
         Slot::Migration { namespace, name } if scope.as_ref().is_none_or(|s| *s == namespace) => {
+            woken_metrics.enqueued(CONTROLLER, queue_key(Some(&namespace), &name));
             Some(ObjectRef::<ClusterInstallation>::new(&name).within(&namespace))
         }
         _ => None,
@@ -272,6 +288,13 @@ async fn count_migrations(
             }
         }
         metrics.set_migrations_by_step(&counts);
+        // Triggered but deleted before their reconcile (other scopes' entries are theirs).
+        metrics.forget_queued(CONTROLLER, |key| {
+            key.split_once('/').is_none_or(|(ns, name)| {
+                namespace.as_deref().is_some_and(|scope| scope != ns)
+                    || store.get(&ObjectRef::new(name).within(ns)).is_some()
+            })
+        });
         tokio::time::sleep(Duration::from_secs(10)).await;
     }
 }

@@ -83,7 +83,8 @@ impl Error {
 
 /// Entry point for the controller.
 pub async fn reconcile(mm: Arc<Mattermost>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let timer = ctx.metrics.reconcile_started(CONTROLLER);
+    let key = format!("{}/{}", mm.namespace().unwrap_or_default(), mm.name_any());
+    let timer = ctx.metrics.reconcile_started(CONTROLLER, &key);
     let result = reconcile_inner(&mm, &ctx).await;
     timer.finish(ReconcileOutcome::of(&result, Error::reason));
     result
