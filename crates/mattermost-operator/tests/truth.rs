@@ -144,6 +144,46 @@ async fn unschedulable_pods_degrade_and_no_version_is_reported_while_nothing_ser
     env.cleanup().await;
 }
 
+#[tokio::test]
+async fn image_pull_errors_and_crash_loops_degrade_with_the_kubelets_reason() {
+    let env = env("mm-podfail").await;
+    env.apply(SECRETS).await;
+    for (name, version, reason, says) in [
+        (
+            "mm-pull",
+            "9.11.0-pull-error",
+            "ImagePullBackOff",
+            "Back-off pulling image",
+        ),
+        (
+            "mm-crash",
+            "9.11.0-crash-loop",
+            "CrashLoopBackOff",
+            "restarting failed container",
+        ),
+    ] {
+        env.apply(
+            &FULL
+                .replace(NAME, name)
+                .replace("version: 9.11.0", &format!("version: {version}")),
+        )
+        .await;
+        let mm = env.wait_condition(name, "Degraded", "True", Some(reason)).await;
+        let (_, _, message) = condition(&mm, "Degraded");
+        assert!(message.contains(says), "{name}: {message}");
+        let st = mm.status.clone().unwrap();
+        assert_ne!(st.state.as_deref(), Some("stable"), "{name}");
+        assert_eq!((st.version, st.image), (None, None), "{name}: nothing serves");
+        assert_eq!(condition(&mm, "Stalled").0, "True", "{name}: a person has to act");
+        wait_event(&env, reason).await;
+        // A good version heals it.
+        env.patch_spec(name, json!({"version": "9.11.0"})).await;
+        let mm = env.wait_state(name, "stable").await;
+        assert_eq!(condition(&mm, "Degraded").0, "False", "{name}");
+    }
+    env.cleanup().await;
+}
+
 /// 63 characters: the longest name the Go operator accepts.
 const LONG: &str = "mattermost-installation-with-a-name-of-exactly-sixty-three-char";
 

@@ -46,6 +46,26 @@ fn replica_failure(
     })
 }
 
+/// Restarts after which a container that is up again but not ready still counts as crash
+/// looping: between two back-offs the kubelet reports it running, and the condition must not
+/// flip with every attempt.
+const CRASH_LOOP_RESTARTS: i32 = 3;
+
+/// A container running again (not ready) after repeated failed exits.
+fn restarting(cs: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<PodProblem> {
+    let last = cs.last_state.as_ref()?.terminated.as_ref()?;
+    (!cs.ready && cs.restart_count >= CRASH_LOOP_RESTARTS && last.exit_code != 0).then(|| PodProblem {
+        reason: "CrashLoopBackOff",
+        message: redact::message(&format!(
+            "container {}: restarted {} times, last exit code {} ({})",
+            cs.name,
+            cs.restart_count,
+            last.exit_code,
+            last.reason.as_deref().unwrap_or("Error")
+        )),
+    })
+}
+
 /// The problem one pod shows, if any.
 pub fn pod_problem(pod: &Pod) -> Option<PodProblem> {
     if pod.metadata.deletion_timestamp.is_some() {
@@ -59,6 +79,9 @@ pub fn pod_problem(pod: &Pod) -> Option<PodProblem> {
         .chain(status.container_statuses.iter().flatten());
     for cs in statuses {
         let Some(waiting) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            if let Some(problem) = restarting(cs) {
+                return Some(problem);
+            }
             continue;
         };
         if let Some(reason) = waiting.reason.as_deref().and_then(known) {
@@ -265,6 +288,48 @@ mod tests {
             new_pods_problem(&dep, Some(&current), &[other]).is_none(),
             "old pods do not count"
         );
+    }
+
+    #[test]
+    fn a_crash_loop_stays_reported_while_the_container_is_up_between_back_offs() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,
+        };
+        let up_again = |restarts: i32, exit_code: i32, ready: bool| {
+            pod_problem(&pod(
+                "a",
+                PodStatus {
+                    container_statuses: Some(vec![ContainerStatus {
+                        name: "mattermost".into(),
+                        ready,
+                        restart_count: restarts,
+                        state: Some(ContainerState {
+                            running: Some(ContainerStateRunning::default()),
+                            ..Default::default()
+                        }),
+                        last_state: Some(ContainerState {
+                            terminated: Some(ContainerStateTerminated {
+                                exit_code,
+                                reason: Some("Error".into()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                },
+            ))
+        };
+        let p = up_again(4, 1, false).unwrap();
+        assert_eq!(p.reason, "CrashLoopBackOff");
+        assert_eq!(
+            p.message,
+            "container mattermost: restarted 4 times, last exit code 1 (Error)"
+        );
+        assert!(up_again(1, 1, false).is_none(), "one restart is not a loop yet");
+        assert!(up_again(4, 1, true).is_none(), "ready again");
+        assert!(up_again(4, 0, false).is_none(), "exited cleanly");
     }
 
     #[test]
