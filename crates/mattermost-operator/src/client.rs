@@ -26,6 +26,12 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// streaming is fine). The API server's own request timeout is 60 s; a healthy server answers
 /// reconcile-sized requests in milliseconds.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest silence on a watch connection. The API server sends every watch a bookmark about once a
+/// minute (its watch cache's heartbeat, to watchers that allow bookmarks, as kube's watcher does),
+/// so a watch that stays silent for two and a half of those is dead: dropped and re-established
+/// in minutes rather than at the end of kube's 295 s watch timeout, and with no request while
+/// the connection is healthy.
+pub const WATCH_READ_TIMEOUT: Duration = Duration::from_secs(150);
 /// Longest wait to send a request.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -85,10 +91,12 @@ pub fn for_requests(mut config: Config) -> Config {
     config
 }
 
-/// The watch client's config: our defaults, no read timeout.
+/// The watch client's config: our defaults and a read timeout between two reads (not from the
+/// request: a watch lasts minutes), longer than the API server's bookmark heartbeat.
 pub fn for_watches(mut config: Config) -> Config {
     with_defaults(&mut config);
-    config.read_timeout = None;
+    config.read_timeout = Some(WATCH_READ_TIMEOUT);
+    config.reset_reader_on_write = false;
     config
 }
 
@@ -163,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_time_out_and_watches_do_not() {
+    fn requests_time_out_and_watches_only_when_silent_past_the_heartbeat() {
         let config = Config::new("https://127.0.0.1:1".parse().unwrap());
         let requests = for_requests(config.clone());
         assert_eq!(requests.connect_timeout, Some(CONNECT_TIMEOUT));
@@ -171,6 +179,11 @@ mod tests {
         assert!(requests.reset_reader_on_write);
         let watches = for_watches(config);
         assert_eq!(watches.connect_timeout, Some(CONNECT_TIMEOUT));
-        assert_eq!(watches.read_timeout, None);
+        assert_eq!(watches.read_timeout, Some(WATCH_READ_TIMEOUT));
+        assert!(!watches.reset_reader_on_write);
+        assert!(
+            WATCH_READ_TIMEOUT >= Duration::from_secs(120),
+            "two bookmark heartbeats"
+        );
     }
 }
