@@ -692,16 +692,19 @@ async fn migrate_a_fleet_of_cluster_installations() {
     })
     .await
     .unwrap();
-    let out = cli(&["-n", &ns0, "migrate", "--revert", reverted]);
+    let out = cli(&["-n", &ns0, "migrate", "--revert", "--wait", reverted]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(
-        stdout(&out).contains(&format!("{ns0}/{reverted}: migrate set to false")),
-        "{}",
-        stdout(&out)
-    );
+    for line in [
+        format!("{ns0}/{reverted}: migrate set to false"),
+        format!("{ns0}/{reverted}: reverted: ClusterInstallation stable"),
+        "reverted 1/1".to_owned(),
+    ] {
+        assert!(stdout(&out).contains(&line), "{line} not in {}", stdout(&out));
+    }
     let cis_ns0: Api<ClusterInstallation> = Api::namespaced(fleet.client.clone(), &ns0);
     let deps_ns0: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(fleet.client.clone(), &ns0);
-    testenv::wait_until("the migration reverted", TIMEOUT, || async {
+    // `--wait` returned once it was: no further wait.
+    testenv::wait_until("the migration reverted", Duration::from_secs(2), || async {
         let ci = cis_ns0.get(reverted).await.unwrap();
         let status = ci.status.clone().unwrap_or_default();
         let legacy_selector = deps_ns0.get_opt(reverted).await.unwrap().is_some_and(|d| {

@@ -49,8 +49,11 @@ pub async fn run(
         }
         started.push(key(ci));
     }
-    if !wait || revert {
+    if !wait {
         return Ok(0);
+    }
+    if revert {
+        return wait_reverted(ctx, &started, timeout).await;
     }
     let deadline = Instant::now() + timeout;
     let mut steps: BTreeMap<String, String> = BTreeMap::new();
@@ -110,6 +113,53 @@ pub async fn run(
                     "a migration failed"
                 }
             );
+            return Ok(1);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Follows reverted migrations until each is a stable legacy installation again: `migrate`
+/// false, no migration status, no `Mattermost` of that name.
+async fn wait_reverted(ctx: &Ctx, started: &[String], timeout: Duration) -> Result<u8, Error> {
+    let deadline = Instant::now() + timeout;
+    let mut steps: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let current: BTreeMap<String, ClusterInstallation> = ctx
+            .cluster_installations(&[])
+            .await?
+            .into_iter()
+            .map(|c| (key(&c), c))
+            .collect();
+        let mms: Vec<String> = ctx.mattermosts(&[]).await?.iter().map(key).collect();
+        let mut done = 0;
+        for k in started {
+            let step = match current.get(k) {
+                None => "ClusterInstallation gone: nothing to revert to".to_owned(),
+                Some(ci) => {
+                    let status = ci.status.clone().unwrap_or_default();
+                    match status.migration.and_then(|m| m.status) {
+                        Some(step) => format!("reverting ({step})"),
+                        None if mms.contains(k) => "reverting (Mattermost being removed)".into(),
+                        None if status.state.as_deref() == Some("stable") => {
+                            done += 1;
+                            "reverted: ClusterInstallation stable".into()
+                        }
+                        None => "reverted; ClusterInstallation converging".into(),
+                    }
+                }
+            };
+            if steps.get(k) != Some(&step) {
+                outln!("{k}: {step}");
+                steps.insert(k.clone(), step);
+            }
+        }
+        if done == started.len() {
+            outln!("reverted {done}/{}", started.len());
+            return Ok(0);
+        }
+        if Instant::now() > deadline {
+            outln!("reverted {done}/{}; stopped (timeout)", started.len());
             return Ok(1);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
