@@ -489,14 +489,11 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
         .unwrap()
         .into_iter()
         .filter(|e| {
-            // Only patches that took effect: a request the client retried (429/503/504 under
-            // load) is logged once per attempt.
+            // Not the attempts refused as too many (429: kube's client retries those).
             e.verb == "patch"
                 && e.user_agent.starts_with("kubectl-mattermost/")
                 && e.resource() == "mattermosts"
-                && e.response_status
-                    .as_ref()
-                    .is_some_and(|r| (200..300).contains(&r.code))
+                && e.response_status.as_ref().is_none_or(|r| r.code != 429)
         })
         .collect();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();
@@ -509,12 +506,23 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
         ))
         .or_default() += 1;
     }
-    // Two upgrades (9.11.1, then 9.11.2 over three runs): each installation patched exactly twice.
+    // Two upgrades (9.11.1, then 9.11.2 over three runs): each installation patched once per
+    // version. The patch in flight when the CLI was killed is applied, but the API server may
+    // log it after the client went away with a failure code or not at all: one installation may
+    // show a single logged patch, none more than two.
     assert_eq!(per.len(), 30);
     assert!(
-        per.values().all(|n| *n == 2),
+        per.values().all(|n| *n <= 2),
         "patched more than once per version: {per:?}"
     );
+    assert!(
+        per.values().filter(|n| **n < 2).count() <= 1,
+        "patches missing: {per:?}"
+    );
+    for i in 0..30 {
+        let (ns, name) = (fleet.ns(i / 10), format!("mm-{:02}", i % 10));
+        assert_eq!(fleet.get(ns, &name).await.spec.version(), "9.11.2", "{ns}/{name}");
+    }
 
     // Rollback of one installation goes back to its last stable version without an update Job.
     let out = cli(&["rollback", "-n", fleet.ns(0), "mm-03", "--wait"]);
