@@ -190,6 +190,7 @@ where
     let events = watcher(api, wc)
         .modify(move |o: &mut K| {
             o.managed_fields_mut().clear();
+            trim::last_applied(o);
             trim(o);
         })
         .reflect(writer);
@@ -460,7 +461,10 @@ fn run_scope(
             api::<Mattermost>(w, ns_ref),
             watcher::Config::default().any_semantic(),
         )
-        .modify(|mm: &mut Mattermost| mm.managed_fields_mut().clear())
+        .modify(|mm: &mut Mattermost| {
+            mm.managed_fields_mut().clear();
+            trim::last_applied(mm);
+        })
         .reflect(mm_writer),
         health,
     )

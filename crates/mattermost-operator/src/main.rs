@@ -6,8 +6,15 @@ use std::process::ExitCode;
 use mattermost_operator::cli::{Cli, Command};
 use mattermost_operator::{crd, run, verify};
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
+    // Written to dhat-heap.json when main returns (the peak heap and where it was allocated).
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     match Cli::parse_args().into_command() {
         Command::Crd => {
             print!("{}", crd::all_yaml()?);

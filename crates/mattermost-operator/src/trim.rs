@@ -1,11 +1,25 @@
 //! What the child caches keep of objects that are only read, never compared before an apply:
 //! ReplicaSets (rollout progress and the serving image), Pods (why they do not run) and Jobs
 //! (their conditions). Dropping pod templates, env and volumes keeps the operator's memory flat
-//! while a fleet upgrade doubles the ReplicaSets.
+//! while a fleet upgrade doubles the ReplicaSets. Every cache (the `Mattermost`s included) also
+//! drops the copy of the object that `kubectl apply` keeps in an annotation.
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStatus, Pod, PodSpec, PodStatus, PodTemplateSpec,
+};
+use kube::Resource;
+
+/// The annotation `kubectl apply` (client-side) writes: the whole object as last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops the `kubectl apply` copy of the object (nothing reads it; it doubles a user's spec).
+pub fn last_applied<K: Resource>(obj: &mut K) {
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove(LAST_APPLIED);
+    }
+}
 
 /// Keeps only each container's name and image.
 fn containers(spec: &mut PodSpec) {
@@ -32,18 +46,64 @@ fn template(t: &mut PodTemplateSpec) {
     }
 }
 
-/// A ReplicaSet: metadata, status and its containers' images.
+/// A ReplicaSet: metadata, status and its containers' images (the serving image; init
+/// containers and the selector are not read).
 pub fn replica_set(rs: &mut ReplicaSet) {
-    if let Some(t) = rs.spec.as_mut().and_then(|s| s.template.as_mut()) {
-        template(t);
+    if let Some(spec) = rs.spec.as_mut() {
+        spec.selector = Default::default();
+        if let Some(t) = spec.template.as_mut() {
+            template(t);
+            if let Some(pod) = t.spec.as_mut() {
+                pod.init_containers = None;
+            }
+        }
     }
 }
 
-/// A Pod: metadata, status, node and its containers' images.
-pub fn pod(pod: &mut Pod) {
-    if let Some(spec) = pod.spec.as_mut() {
-        containers(spec);
+/// A container's status as the problem checks read it: its name and a waiting or terminated
+/// state (a running container shows no problem).
+fn container_status(c: &ContainerStatus) -> Option<ContainerStatus> {
+    let state = c.state.as_ref()?;
+    if state.waiting.is_none() && state.terminated.is_none() {
+        return None;
     }
+    Some(ContainerStatus {
+        name: c.name.clone(),
+        state: Some(ContainerState {
+            waiting: state.waiting.clone(),
+            terminated: state.terminated.clone(),
+            running: None,
+        }),
+        ..Default::default()
+    })
+}
+
+/// A Pod: metadata and what `status::pods` and the Job checks read of its status (the phase,
+/// the `PodScheduled` condition when false, waiting or terminated containers). No spec: nothing
+/// reads it (the capacity view keeps its own summaries).
+pub fn pod(pod: &mut Pod) {
+    pod.spec = None;
+    let Some(status) = pod.status.take() else {
+        return;
+    };
+    let statuses = |cs: Option<Vec<ContainerStatus>>| {
+        cs.map(|cs| cs.iter().filter_map(container_status).collect::<Vec<_>>())
+            .filter(|cs| !cs.is_empty())
+    };
+    pod.status = Some(PodStatus {
+        phase: status.phase,
+        conditions: status
+            .conditions
+            .map(|cs| {
+                cs.into_iter()
+                    .filter(|c| c.type_ == "PodScheduled" && c.status == "False")
+                    .collect::<Vec<_>>()
+            })
+            .filter(|cs| !cs.is_empty()),
+        init_container_statuses: statuses(status.init_container_statuses),
+        container_statuses: statuses(status.container_statuses),
+        ..Default::default()
+    });
 }
 
 /// A Job: metadata, status and its containers' images.
@@ -59,7 +119,7 @@ mod tests {
     use k8s_openapi::api::core::v1::EnvVar;
 
     #[test]
-    fn keeps_names_images_and_node_but_not_env_or_volumes() {
+    fn pods_keep_no_spec() {
         let mut p = Pod {
             spec: Some(PodSpec {
                 node_name: Some("n1".into()),
@@ -79,10 +139,108 @@ mod tests {
             ..Default::default()
         };
         pod(&mut p);
-        let spec = p.spec.unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("n1"));
-        assert_eq!(spec.containers[0].name, "mattermost");
-        assert!(spec.containers[0].image.is_some());
-        assert!(spec.containers[0].env.is_none() && spec.volumes.is_none());
+        assert!(p.spec.is_none());
+    }
+
+    #[test]
+    fn pod_status_keeps_what_the_problem_checks_read() {
+        use k8s_openapi::api::core::v1::{
+            ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, PodCondition,
+        };
+        let cond = |t: &str, s: &str| PodCondition {
+            type_: t.into(),
+            status: s.into(),
+            reason: Some("Unschedulable".into()),
+            ..Default::default()
+        };
+        let state = |waiting, terminated, running| ContainerState {
+            waiting,
+            terminated,
+            running,
+        };
+        let status = |name: &str, state| ContainerStatus {
+            name: name.into(),
+            image: "img".into(),
+            image_id: "id".into(),
+            ready: true,
+            state: Some(state),
+            ..Default::default()
+        };
+        let mut p = Pod {
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                pod_ip: Some("10.0.0.1".into()),
+                conditions: Some(vec![cond("Ready", "False"), cond("PodScheduled", "False")]),
+                init_container_statuses: Some(vec![status(
+                    "init",
+                    state(
+                        None,
+                        Some(ContainerStateTerminated {
+                            exit_code: 1,
+                            message: Some("boom".into()),
+                            ..Default::default()
+                        }),
+                        None,
+                    ),
+                )]),
+                container_statuses: Some(vec![
+                    status(
+                        "app",
+                        state(
+                            Some(ContainerStateWaiting {
+                                reason: Some("ImagePullBackOff".into()),
+                                message: Some("no such image".into()),
+                            }),
+                            None,
+                            None,
+                        ),
+                    ),
+                    status(
+                        "sidecar",
+                        state(None, None, Some(ContainerStateRunning::default())),
+                    ),
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let before = crate::status::pods::pod_problem(&p);
+        pod(&mut p);
+        assert_eq!(crate::status::pods::pod_problem(&p), before);
+        let s = p.status.unwrap();
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        assert!(s.pod_ip.is_none());
+        let conds = s.conditions.unwrap();
+        assert_eq!(conds.len(), 1);
+        assert_eq!(conds[0].type_, "PodScheduled");
+        let init = s.init_container_statuses.unwrap();
+        let terminated = init[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .unwrap();
+        assert_eq!(
+            (terminated.exit_code, terminated.message.as_deref()),
+            (1, Some("boom"))
+        );
+        let cs = s.container_statuses.unwrap();
+        assert_eq!(cs.len(), 1, "a running container is not kept");
+        assert_eq!(cs[0].name, "app");
+        assert!(cs[0].image.is_empty());
+    }
+
+    #[test]
+    fn drops_the_kubectl_apply_annotation_only() {
+        let mut p = Pod::default();
+        p.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_owned(), "{}".to_owned()),
+                ("keep".to_owned(), "v".to_owned()),
+            ]
+            .into(),
+        );
+        last_applied(&mut p);
+        let a = p.metadata.annotations.unwrap();
+        assert!(!a.contains_key(LAST_APPLIED) && a.contains_key("keep"));
     }
 }

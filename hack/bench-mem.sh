@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Memory investigation on the local control plane, faster than hack/bench.sh: N installations of
+# REPLICAS pods are created at once and reconciled by one operator process (cluster-wide, as
+# bench.sh runs it); prints the operator's RSS when all are stable, then (UPGRADE=1) after all are
+# upgraded to a new version. RSS is sampled every 2 s into $STATE/bench-mem-rss.log.
+# Usage: hack/bench-mem.sh [N] [REPLICAS]
+# Knobs: OP_BIN (operator binary, default target/release/mattermost-operator, built if default),
+#        UPGRADE (0/1, default 0), MAX_ROLLOUTS (rollout cap, default 20), SETTLE (seconds idle
+#        before the final figure, default 5), OP_ARGS (extra operator flags), OP_PRELOAD (a malloc
+#        library preloaded into the operator only, to compare allocators without a rebuild).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-300}
+REPLICAS=${2:-2}
+UPGRADE=${UPGRADE:-0}
+MAX_ROLLOUTS=${MAX_ROLLOUTS:-20}
+SETTLE=${SETTLE:-5}
+NS=bench
+STATE=${TESTENV_DIR:-$PWD/.testenv}
+bash hack/testenv/up.sh >/dev/null
+export KUBECONFIG="$STATE/kubeconfig" PATH="$STATE/bin:$PATH"
+if [ -z "${OP_BIN:-}" ]; then
+  cargo build --release -q -p mattermost-operator --bin mattermost-operator
+  OP_BIN=target/release/mattermost-operator
+fi
+"$OP_BIN" crd | kubectl apply --server-side --force-conflicts -f - >/dev/null
+kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
+kubectl create namespace "$NS" >/dev/null
+kubectl apply -n "$NS" -f examples/secrets.yaml >/dev/null
+nodes=$(( (N * (REPLICAS + 1)) / 1000 + 1 ))
+for i in $(seq 0 $((nodes - 1))); do
+  cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: bench-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {type: kwok, kubernetes.io/hostname: bench-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
+status:
+  allocatable: {cpu: "64", memory: 512Gi, pods: "1100"}
+  capacity: {cpu: "64", memory: 512Gi, pods: "1100"}
+EOF
+done | kubectl apply -f - >/dev/null
+
+fleet() {
+  python3 - "$N" "$REPLICAS" "$1" <<'PY'
+import json, sys
+n, replicas, version = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+items = [{
+    "apiVersion": "installation.mattermost.com/v1beta1", "kind": "Mattermost",
+    "metadata": {"name": f"mm-{i:04d}"},
+    "spec": {"replicas": replicas, "version": version, "ingress": {"enabled": False},
+             "database": {"external": {"secret": "mm-demo-database"}},
+             "fileStore": {"external": {"url": "s3.amazonaws.com", "bucket": "b", "secret": "mm-demo-s3"}},
+             "scheduling": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}},
+} for i in range(n)]
+print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+PY
+}
+wait_stable() {
+  while :; do
+    done_=$(kubectl get mm -n "$NS" -o jsonpath='{range .items[*]}{.status.state} {.status.version}{"\n"}{end}' \
+      | grep -c "^stable $1\$" || true)
+    [ "$done_" -ge "$N" ] && break
+    sleep 3
+  done
+}
+rss() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$OP/status"; }
+hwm() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$OP/status"; }
+
+LD_PRELOAD=${OP_PRELOAD:-} MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn \
+  --max-reconciling-installations "$MAX_ROLLOUTS" ${OP_ARGS:-} >"$STATE/bench-mem-operator.log" 2>&1 &
+OP=$!
+trap 'kill $OP 2>/dev/null || true' EXIT
+( t0=$(date +%s); while kill -0 $OP 2>/dev/null; do
+    echo "$(( $(date +%s) - t0 )) $(awk '/VmRSS/ {print $2}' /proc/$OP/status 2>/dev/null)"; sleep 2
+  done ) >"$STATE/bench-mem-rss.log" &
+t0=$(date +%s)
+fleet 10.8.1 | kubectl apply -n "$NS" -f - >/dev/null
+wait_stable 10.8.1
+t1=$(date +%s)
+echo "converged: $((t1 - t0)) s, RSS $(rss) MiB, peak $(hwm) MiB"
+sleep "$SETTLE"
+echo "converged + ${SETTLE}s: RSS $(rss) MiB, peak $(hwm) MiB"
+if [ "$UPGRADE" = 1 ]; then
+  fleet 10.9.0 | kubectl apply -n "$NS" -f - >/dev/null
+  wait_stable 10.9.0
+  t2=$(date +%s)
+  echo "upgraded: $((t2 - t1 - SETTLE)) s, RSS $(rss) MiB, peak $(hwm) MiB"
+  sleep "$SETTLE"
+  echo "upgraded + ${SETTLE}s: RSS $(rss) MiB, peak $(hwm) MiB"
+fi
+# The operator removes its finalizers: delete the fleet before stopping it.
+kubectl delete namespace "$NS" --wait=true >/dev/null
+kill -TERM $OP; wait $OP 2>/dev/null || true
+kubectl delete node -l 'kubernetes.io/hostname' --field-selector metadata.name!=kwok-node-0,metadata.name!=kwok-node-1,metadata.name!=kwok-node-2 >/dev/null 2>&1 || true
