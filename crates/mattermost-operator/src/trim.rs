@@ -61,11 +61,25 @@ pub fn replica_set(rs: &mut ReplicaSet) {
 }
 
 /// A container's status as the problem checks read it: its name and a waiting or terminated
-/// state (a running container shows no problem).
+/// state; a running container only while it keeps crashing between back-offs (its readiness,
+/// restarts and last exit), otherwise it shows no problem.
 fn container_status(c: &ContainerStatus) -> Option<ContainerStatus> {
     let state = c.state.as_ref()?;
     if state.waiting.is_none() && state.terminated.is_none() {
-        return None;
+        return crate::status::pods::restarting(c).map(|_| ContainerStatus {
+            name: c.name.clone(),
+            ready: c.ready,
+            restart_count: c.restart_count,
+            last_state: c.last_state.as_ref().map(|l| ContainerState {
+                terminated: l.terminated.clone(),
+                ..Default::default()
+            }),
+            state: Some(ContainerState {
+                running: Some(Default::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
     }
     Some(ContainerStatus {
         name: c.name.clone(),
@@ -227,6 +241,48 @@ mod tests {
         assert_eq!(cs.len(), 1, "a running container is not kept");
         assert_eq!(cs[0].name, "app");
         assert!(cs[0].image.is_empty());
+    }
+
+    #[test]
+    fn a_container_up_again_between_crash_back_offs_is_kept() {
+        use k8s_openapi::api::core::v1::{ContainerStateRunning, ContainerStateTerminated};
+        let running = |restarts: i32| ContainerStatus {
+            name: "mattermost".into(),
+            restart_count: restarts,
+            state: Some(ContainerState {
+                running: Some(ContainerStateRunning::default()),
+                ..Default::default()
+            }),
+            last_state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut p = Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![running(4)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let before = crate::status::pods::pod_problem(&p);
+        assert_eq!(before.as_ref().map(|b| b.reason), Some("CrashLoopBackOff"));
+        pod(&mut p);
+        assert_eq!(crate::status::pods::pod_problem(&p), before);
+        // One restart is no loop: the running container is dropped.
+        let mut once = Pod {
+            status: Some(PodStatus {
+                container_statuses: Some(vec![running(1)]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pod(&mut once);
+        assert!(once.status.unwrap().container_statuses.is_none());
     }
 
     #[test]

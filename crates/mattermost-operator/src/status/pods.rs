@@ -52,7 +52,7 @@ fn replica_failure(
 const CRASH_LOOP_RESTARTS: i32 = 3;
 
 /// A container running again (not ready) after repeated failed exits.
-fn restarting(cs: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<PodProblem> {
+pub(crate) fn restarting(cs: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<PodProblem> {
     let last = cs.last_state.as_ref()?.terminated.as_ref()?;
     (!cs.ready && cs.restart_count >= CRASH_LOOP_RESTARTS && last.exit_code != 0).then(|| PodProblem {
         reason: "CrashLoopBackOff",
