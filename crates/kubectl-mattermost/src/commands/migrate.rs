@@ -58,12 +58,7 @@ pub async fn run(
     let deadline = Instant::now() + timeout;
     let mut steps: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let current: BTreeMap<String, ClusterInstallation> = ctx
-            .cluster_installations(&[])
-            .await?
-            .into_iter()
-            .map(|c| (key(&c), c))
-            .collect();
+        let current = cluster_installations_by_key(ctx).await?;
         let mms: BTreeMap<String, Mattermost> = ctx
             .mattermosts(&[])
             .await?
@@ -91,10 +86,7 @@ pub async fn run(
                 }
                 None => "ClusterInstallation removed; Mattermost converging".into(),
             };
-            if steps.get(k) != Some(&step) {
-                outln!("{k}: {step}");
-                steps.insert(k.clone(), step);
-            }
+            print_if_changed(&mut steps, k, step);
         }
         if done == started.len() {
             outln!("migrated {done}/{}", started.len());
@@ -125,12 +117,7 @@ async fn wait_reverted(ctx: &Ctx, started: &[String], timeout: Duration) -> Resu
     let deadline = Instant::now() + timeout;
     let mut steps: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let current: BTreeMap<String, ClusterInstallation> = ctx
-            .cluster_installations(&[])
-            .await?
-            .into_iter()
-            .map(|c| (key(&c), c))
-            .collect();
+        let current = cluster_installations_by_key(ctx).await?;
         let mms: Vec<String> = ctx.mattermosts(&[]).await?.iter().map(key).collect();
         let mut done = 0;
         for k in started {
@@ -149,10 +136,7 @@ async fn wait_reverted(ctx: &Ctx, started: &[String], timeout: Duration) -> Resu
                     }
                 }
             };
-            if steps.get(k) != Some(&step) {
-                outln!("{k}: {step}");
-                steps.insert(k.clone(), step);
-            }
+            print_if_changed(&mut steps, k, step);
         }
         if done == started.len() {
             outln!("reverted {done}/{}", started.len());
@@ -163,5 +147,23 @@ async fn wait_reverted(ctx: &Ctx, started: &[String], timeout: Duration) -> Resu
             return Ok(1);
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Every selected ClusterInstallation by `namespace/name` (one LIST per poll).
+async fn cluster_installations_by_key(ctx: &Ctx) -> Result<BTreeMap<String, ClusterInstallation>, Error> {
+    Ok(ctx
+        .cluster_installations(&[])
+        .await?
+        .into_iter()
+        .map(|c| (key(&c), c))
+        .collect())
+}
+
+/// Prints an installation's step when it differs from the last one printed.
+fn print_if_changed(steps: &mut BTreeMap<String, String>, k: &str, step: String) {
+    if steps.get(k) != Some(&step) {
+        outln!("{k}: {step}");
+        steps.insert(k.to_owned(), step);
     }
 }
