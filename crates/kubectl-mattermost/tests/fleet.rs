@@ -449,7 +449,8 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
     .await
     .unwrap();
 
-    // Interrupted half-way (Ctrl-C), then run again.
+    // Interrupted half-way (Ctrl-C), then run again. Small waves and `--wait` keep the run busy
+    // until every installation is stable, so the signal always lands before it could finish.
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-mattermost"))
         .args([
             "-A",
@@ -459,7 +460,8 @@ async fn upgrade_in_waves_stops_on_failure_and_resumes() {
             "--version",
             "9.11.2",
             "--wave-size",
-            "10",
+            "3",
+            "--wait",
         ])
         .env("KUBECONFIG", testenv::kubeconfig_path())
         .stdout(std::process::Stdio::piped())
