@@ -22,10 +22,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use mattermost_api::v1beta1::Mattermost;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch as signal;
 use tracing::info;
 
+use crate::cache::Cached;
 use crate::capacity::Capacity;
 use crate::cli::Scope;
 use crate::client::Clients;
@@ -34,7 +36,7 @@ use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Stores, UpdateJobSettings};
 use crate::rollout_cap::{RolloutSlots, Slot};
-use crate::trim;
+use crate::trim::{self, Trim};
 use crate::watch::{self, Health};
 
 /// Settings of the controller.
@@ -166,34 +168,29 @@ fn watch_name<K: Resource<DynamicType = ()>>(ns: Option<&str>) -> String {
     }
 }
 
-/// Deployments are compared field by field before an apply; the other kinds kept whole are small.
-fn keep_all<K>(_: &mut K) {}
-
-/// A cache of one child kind, selected by the installation label, without managed fields. The
-/// stream yields every touched object, deleted ones included, so a deleted child is recreated.
+/// A cache of one child kind, selected by the installation label, each object trimmed and kept
+/// compact ([`Cached`]). The stream yields every touched object, deleted ones included, so a
+/// deleted child is recreated.
 fn reflect<K>(
-    api: Api<K>,
+    client: &Client,
     ns: Option<&str>,
     health: &Health,
-    trim: fn(&mut K),
 ) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<Cached<K>>,
+    impl Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static,
 )
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Trim
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let wc = watcher::Config::default()
         .labels(INSTALLATION_LABEL)
         .any_semantic();
-    let events = watcher(api, wc)
-        .modify(move |o: &mut K| {
-            o.managed_fields_mut().clear();
-            trim::last_applied(o);
-            trim(o);
-        })
-        .reflect(writer);
+    let events = watcher(api::<Cached<K>>(client, ns), wc).reflect(writer);
     let stream = watch::guarded(watch_name::<K>(ns), events, health).touched_objects();
     (reader, stream)
 }
@@ -213,6 +210,33 @@ where
             }
         }
     })
+}
+
+/// Pod changes worth a reconcile: a pod that shows a problem. Recoveries also change the
+/// Deployment's status, which triggers a reconcile on its own; healthy pods' changes would only
+/// add work.
+fn pod_triggers<S>(pods: S) -> impl futures::Stream<Item = S::Item> + Send + 'static
+where
+    S: futures::Stream<Item = Result<Cached<Pod>, watcher::Error>> + Send + 'static,
+{
+    use futures::StreamExt;
+    pods.filter(|p| {
+        let problem = p.as_ref().map_or(true, |p| {
+            p.object()
+                .is_some_and(|p| crate::status::pods::pod_problem(&p).is_some())
+        });
+        futures::future::ready(problem)
+    })
+}
+
+/// The installation a pod belongs to (its installation label, in its namespace).
+fn installation_of(pod: &impl kube::Resource) -> Option<ObjectRef<Mattermost>> {
+    let meta = pod.meta();
+    let name = meta
+        .labels
+        .as_ref()?
+        .get(crate::desired::labels::INSTALLATION_LABEL)?;
+    Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
 }
 
 /// The queue key of an object (`namespace/name`), as the reconcile reports it.
@@ -370,15 +394,15 @@ fn run_scope(
     let ns_ref = ns.as_deref();
     let client = clients.requests.clone();
     let w = &clients.watches;
-    let (deployments, dep_stream) = reflect::<Deployment>(api(w, ns_ref), ns_ref, health, keep_all);
-    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(api(w, ns_ref), ns_ref, health, trim::replica_set);
-    let (services, svc_stream) = reflect::<Service>(api(w, ns_ref), ns_ref, health, keep_all);
-    let (ingresses, ing_stream) = reflect::<Ingress>(api(w, ns_ref), ns_ref, health, keep_all);
-    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(api(w, ns_ref), ns_ref, health, keep_all);
-    let (jobs, job_stream) = reflect::<Job>(api(w, ns_ref), ns_ref, health, trim::job);
-    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(api(w, ns_ref), ns_ref, health, keep_all);
-    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(api(w, ns_ref), ns_ref, health, keep_all);
-    let (pods, pod_stream) = reflect::<Pod>(api(w, ns_ref), ns_ref, health, trim::pod);
+    let (deployments, dep_stream) = reflect::<Deployment>(w, ns_ref, health);
+    let (replica_sets, rs_stream) = reflect::<ReplicaSet>(w, ns_ref, health);
+    let (services, svc_stream) = reflect::<Service>(w, ns_ref, health);
+    let (ingresses, ing_stream) = reflect::<Ingress>(w, ns_ref, health);
+    let (service_accounts, sa_stream) = reflect::<ServiceAccount>(w, ns_ref, health);
+    let (jobs, job_stream) = reflect::<Job>(w, ns_ref, health);
+    let (pvcs, pvc_stream) = reflect::<PersistentVolumeClaim>(w, ns_ref, health);
+    let (pdbs, pdb_stream) = reflect::<PodDisruptionBudget>(w, ns_ref, health);
+    let (pods, pod_stream) = reflect::<Pod>(w, ns_ref, health);
     let stores = Stores {
         deployments,
         replica_sets,
@@ -534,8 +558,8 @@ fn run_scope(
         .owns_stream(queued_owners(job_stream, m.clone()))
         .owns_stream(queued_owners(pvc_stream, m.clone()))
         .owns_stream(queued_owners(pdb_stream, m.clone()))
-        .watches_stream(crate::status::pods::triggers(pod_stream), move |pod| {
-            let obj = crate::status::pods::installation_of(pod)?;
+        .watches_stream(pod_triggers(pod_stream), move |pod| {
+            let obj = installation_of(&pod)?;
             pod_metrics.enqueued(reconcile::CONTROLLER, queue_key(&obj));
             Some(obj)
         })

@@ -1,6 +1,7 @@
 //! The Mattermost operator: reconciles `Mattermost` resources into the children the Go operator
 //! would create, with server-side apply, conditions and events.
 pub mod apply;
+pub mod cache;
 pub mod capacity;
 pub mod cli;
 pub mod client;

@@ -11,6 +11,38 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Resource;
 
+/// What a child cache drops of an object of its kind before keeping it (see [`crate::cache`]);
+/// kinds compared field by field before an apply keep everything.
+pub trait Trim {
+    /// Drops what nothing reads.
+    fn trim(&mut self) {}
+}
+
+impl Trim for k8s_openapi::api::apps::v1::Deployment {}
+impl Trim for k8s_openapi::api::core::v1::Service {}
+impl Trim for k8s_openapi::api::core::v1::ServiceAccount {}
+impl Trim for k8s_openapi::api::core::v1::PersistentVolumeClaim {}
+impl Trim for k8s_openapi::api::networking::v1::Ingress {}
+impl Trim for k8s_openapi::api::policy::v1::PodDisruptionBudget {}
+
+impl Trim for ReplicaSet {
+    fn trim(&mut self) {
+        replica_set(self);
+    }
+}
+
+impl Trim for Pod {
+    fn trim(&mut self) {
+        pod(self);
+    }
+}
+
+impl Trim for Job {
+    fn trim(&mut self) {
+        job(self);
+    }
+}
+
 /// The annotation `kubectl apply` (client-side) writes: the whole object as last applied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 

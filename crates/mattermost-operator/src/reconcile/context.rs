@@ -10,34 +10,38 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::retry::{Backoff, Resync};
+use crate::cache::Cached;
 use crate::capacity::Capacity;
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::rollout_cap::RolloutSlots;
 
-/// Caches of the children, filled by label-selected watches (see `controller`).
+/// Caches of the children, filled by label-selected watches (see `controller`), each object kept
+/// as [`Cached`]: read them with [`cached`].
 #[derive(Clone)]
 pub struct Stores {
     /// Deployments of installations.
-    pub deployments: Store<Deployment>,
+    pub deployments: Store<Cached<Deployment>>,
     /// ReplicaSets of installations (for rollout progress).
-    pub replica_sets: Store<ReplicaSet>,
+    pub replica_sets: Store<Cached<ReplicaSet>>,
     /// Services of installations.
-    pub services: Store<Service>,
+    pub services: Store<Cached<Service>>,
     /// Ingresses of installations.
-    pub ingresses: Store<Ingress>,
+    pub ingresses: Store<Cached<Ingress>>,
     /// ServiceAccounts of installations.
-    pub service_accounts: Store<ServiceAccount>,
+    pub service_accounts: Store<Cached<ServiceAccount>>,
     /// Upgrade Jobs (backup, update, verification) of installations.
-    pub jobs: Store<Job>,
+    pub jobs: Store<Cached<Job>>,
     /// Volume claims of installations.
-    pub pvcs: Store<PersistentVolumeClaim>,
+    pub pvcs: Store<Cached<PersistentVolumeClaim>>,
     /// Disruption budgets of installations.
-    pub pdbs: Store<PodDisruptionBudget>,
+    pub pdbs: Store<Cached<PodDisruptionBudget>>,
     /// Pods of installations (why new pods do not run; failed update-Job pods).
-    pub pods: Store<Pod>,
+    pub pods: Store<Cached<Pod>>,
 }
 
 /// Settings of the update Job.
@@ -96,9 +100,29 @@ pub struct Context {
 }
 
 /// The cached object `ns/name`, if any.
-pub(super) fn cached<K>(store: &Store<K>, name: &str, ns: &str) -> Option<K>
+pub(super) fn cached<K>(store: &Store<Cached<K>>, name: &str, ns: &str) -> Option<K>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + crate::trim::Trim + 'static,
 {
-    store.get(&ObjectRef::new(name).within(ns)).map(|k| (*k).clone())
+    store.get(&ObjectRef::new(name).within(ns))?.object()
+}
+
+/// The cached objects of installation `app` in `ns` (by its label), decoded.
+pub(super) fn cached_of<K>(store: &Store<Cached<K>>, ns: &str, app: &str) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + crate::trim::Trim + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns))
+        .filter(|o| {
+            o.meta()
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::desired::labels::INSTALLATION_LABEL))
+                .is_some_and(|a| a == app)
+        })
+        .filter_map(|o| o.object())
+        .collect()
 }

@@ -2,8 +2,6 @@
 //! conditions, report a failure with the pod's message, retry only on request, and delete the
 //! Jobs no longer needed.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -15,6 +13,7 @@ use tracing::info;
 use super::context::{Context, cached};
 use super::outcome::ChildrenOutcome;
 use crate::apply::{self, ApplyError};
+use crate::cache::Cached;
 use crate::desired::backup_job::{self, LOCATION_ANNOTATION, VERSION_ANNOTATION};
 use crate::desired::job::RETRY_ANNOTATION;
 use crate::desired::labels::{APP_BACKUP_JOB, APP_UPDATE_JOB, APP_VERIFY_JOB, INSTALLATION_LABEL};
@@ -224,12 +223,13 @@ fn retry_requested(mm: &Mattermost, job: &Job) -> bool {
     want.is_some() && want != job.annotations().get(RETRY_ANNOTATION)
 }
 
-fn job_pods(pods: &Store<Pod>, ns: &str, job: &str) -> Vec<Arc<Pod>> {
-    let mut pods: Vec<Arc<Pod>> = pods
+fn job_pods(pods: &Store<Cached<Pod>>, ns: &str, job: &str) -> Vec<Pod> {
+    let mut pods: Vec<Pod> = pods
         .state()
         .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns))
         .filter(|p| p.labels().get("job-name").map(String::as_str) == Some(job))
+        .filter_map(|p| p.object())
         .collect();
     pods.sort_by_key(|p| p.name_any());
     pods
@@ -237,7 +237,7 @@ fn job_pods(pods: &Store<Pod>, ns: &str, job: &str) -> Vec<Arc<Pod>> {
 
 /// The problem the pod of a running Job shows, if any (otherwise the upgrade would wait for it
 /// silently until the Job's deadline).
-fn job_pod_problem(pods: &Store<Pod>, ns: &str, kind: JobKind, job: &str) -> Option<Failure> {
+fn job_pod_problem(pods: &Store<Cached<Pod>>, ns: &str, kind: JobKind, job: &str) -> Option<Failure> {
     job_pods(pods, ns, job).iter().find_map(|p| {
         let problem = status::pods::pod_problem(p)?;
         Some(Failure {
@@ -253,7 +253,7 @@ fn job_pod_problem(pods: &Store<Pod>, ns: &str, kind: JobKind, job: &str) -> Opt
 /// Termination message of the Job's failed pod (the Go operator never looked), from the pod
 /// cache: the first container (init containers first) that exited non-zero, scrubbed, cut to its
 /// end (with `FallbackToLogsOnError` it is the log tail).
-fn failed_pod_message(pods: &Store<Pod>, ns: &str, job: &str) -> Option<String> {
+fn failed_pod_message(pods: &Store<Cached<Pod>>, ns: &str, job: &str) -> Option<String> {
     job_pods(pods, ns, job).iter().find_map(|p| {
         let status = p.status.as_ref()?;
         let statuses = status.init_container_statuses.iter().flatten();
@@ -282,7 +282,7 @@ pub(super) async fn cleanup_jobs(
 ) -> Result<(), ApplyError> {
     let ns = names.namespace.as_str();
     let apps = [APP_BACKUP_JOB, APP_UPDATE_JOB, APP_VERIFY_JOB];
-    let stale: Vec<Arc<Job>> = ctx
+    let stale: Vec<Job> = ctx
         .stores
         .jobs
         .state()
@@ -291,21 +291,14 @@ pub(super) async fn cleanup_jobs(
         .filter(|j| j.labels().get("app").is_some_and(|a| apps.contains(&a.as_str())))
         .filter(|j| j.labels().get(INSTALLATION_LABEL) == Some(&names.app))
         .filter(|j| !in_use.contains(&j.name_any()))
+        .filter_map(|j| j.object())
         .collect();
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
         ..Default::default()
     };
     for job in stale {
-        apply::delete_owned(
-            &ctx.client,
-            ns,
-            &job.name_any(),
-            Some((*job).clone()),
-            uid,
-            &params,
-        )
-        .await?;
+        apply::delete_owned(&ctx.client, ns, &job.name_any(), Some(job), uid, &params).await?;
     }
     Ok(())
 }

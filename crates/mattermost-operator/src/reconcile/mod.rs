@@ -35,13 +35,12 @@ pub use retry::{Backoff, Resync, jittered, retry_delay};
 pub use upgrade::under_way;
 
 use crate::apply::FIELD_MANAGER;
-use crate::desired::labels::INSTALLATION_LABEL;
 use crate::desired::names::Names;
 use crate::metrics::ReconcileOutcome;
 use crate::observe::{self, ConfigError};
 use crate::status::{self, Failure, Gate, Observation};
 use children::apply_children;
-use context::cached;
+use context::{cached, cached_of};
 use events::publish_events;
 use outcome::ChildrenOutcome;
 use upgrade::track_rollout;
@@ -155,15 +154,7 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
             .clone()
             .or_else(|| cached(&ctx.stores.deployments, &names.job_server, &ns))
     });
-    let replica_sets: Vec<ReplicaSet> = ctx
-        .stores
-        .replica_sets
-        .state()
-        .iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(&ns))
-        .filter(|rs| rs.labels().get(INSTALLATION_LABEL) == Some(&names.app))
-        .map(|rs| (**rs).clone())
-        .collect();
+    let replica_sets: Vec<ReplicaSet> = cached_of(&ctx.stores.replica_sets, &ns, &names.app);
     if failure.is_none()
         && observed.first_error().is_none()
         && let Err(e) = verify::verify_and_clean_up(
@@ -187,15 +178,7 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
     let failure = failure
         .or_else(|| outcome.scale_blocked.clone())
         .or_else(|| outcome.job_pod_problem.clone());
-    let pods: Vec<Pod> = ctx
-        .stores
-        .pods
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == Some(&ns))
-        .filter(|p| p.labels().get(INSTALLATION_LABEL) == Some(&names.app))
-        .map(|p| (**p).clone())
-        .collect();
+    let pods: Vec<Pod> = cached_of(&ctx.stores.pods, &ns, &names.app);
     let service = cached(&ctx.stores.services, &names.app, &ns);
     let ingress = cached(&ctx.stores.ingresses, &names.app, &ns);
     let now = Time(k8s_openapi::jiff::Timestamp::now());

@@ -141,7 +141,7 @@ const ROLLING_REASONS: [&str; 4] = [
 /// and those whose Deployment is still rolling (its status may not have been written).
 pub fn under_way<'a>(
     mms: impl IntoIterator<Item = &'a Mattermost>,
-    deployments: &kube::runtime::reflector::Store<Deployment>,
+    deployments: &kube::runtime::reflector::Store<crate::cache::Cached<Deployment>>,
 ) -> Vec<Slot> {
     let mut v: Vec<(Option<Time>, Slot)> = mms
         .into_iter()

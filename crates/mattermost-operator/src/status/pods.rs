@@ -140,28 +140,6 @@ pub fn new_pods_problem(dep: &Deployment, current: Option<&ReplicaSet>, pods: &[
     })
 }
 
-/// Pod changes worth a reconcile: a pod that shows a problem. Recoveries also change the
-/// Deployment's status, which triggers a reconcile on its own; healthy pods' changes would only
-/// add work.
-pub fn triggers(
-    pods: impl futures::Stream<Item = Result<Pod, kube::runtime::watcher::Error>> + Send + 'static,
-) -> impl futures::Stream<Item = Result<Pod, kube::runtime::watcher::Error>> + Send + 'static {
-    use futures::StreamExt;
-    pods.filter(|p| futures::future::ready(p.as_ref().map_or(true, |p| pod_problem(p).is_some())))
-}
-
-/// The installation a pod belongs to (its installation label, in its namespace).
-pub fn installation_of(
-    pod: Pod,
-) -> Option<kube::runtime::reflector::ObjectRef<mattermost_api::v1beta1::Mattermost>> {
-    let name = pod
-        .metadata
-        .labels
-        .as_ref()?
-        .get(crate::desired::labels::INSTALLATION_LABEL)?;
-    Some(kube::runtime::reflector::ObjectRef::new(name).within(pod.metadata.namespace.as_deref()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
