@@ -37,15 +37,10 @@ impl Capacity {
             nodes_synced: watch::channel(false).0,
             pods_synced: watch::channel(false).0,
         });
-        let nodes = watcher::watcher(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        );
+        let nodes = watcher::watcher(Api::<Node>::all(client.clone()), crate::watch::config());
         let pods = watcher::watcher(
             Api::<Pod>::all(client.clone()),
-            watcher::Config::default()
-                .fields(BOUND_AND_RUNNING)
-                .any_semantic(),
+            crate::watch::config().fields(BOUND_AND_RUNNING),
         );
         tokio::spawn(follow(
             guarded("Node capacity".to_owned(), nodes, health),

@@ -187,9 +187,7 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let wc = watcher::Config::default()
-        .labels(INSTALLATION_LABEL)
-        .any_semantic();
+    let wc = watch::config().labels(INSTALLATION_LABEL);
     let events = watcher(api::<Cached<K>>(client, ns), wc).reflect(writer);
     let stream = watch::guarded(watch_name::<K>(ns), events, health).touched_objects();
     (reader, stream)
@@ -342,13 +340,16 @@ async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: 
         ctx.observed.retain(|uid| live.contains(uid));
         ctx.status_pace.retain(|uid| live.contains(uid));
         ctx.published.retain(|uid| live.contains(uid));
-        // Triggered but deleted before their reconcile (other scopes' entries are theirs).
-        ctx.metrics.forget_queued(reconcile::CONTROLLER, |key| {
+        ctx.written.retain(|uid| live.contains(uid));
+        // Triggered (or blocked) but deleted since (other scopes' entries are theirs).
+        let keep = |key: &str| {
             key.split_once('/').is_none_or(|(ns, name)| {
                 namespace.as_deref().is_some_and(|scope| scope != ns)
                     || store.get(&ObjectRef::new(name).within(ns)).is_some()
             })
-        });
+        };
+        ctx.metrics.forget_queued(reconcile::CONTROLLER, keep);
+        ctx.metrics.forget_blocked(keep);
         let state = store.state();
         let referenced: std::collections::HashSet<(String, &str)> = state
             .iter()
@@ -426,10 +427,7 @@ fn run_scope(
             "Secret metadata{}",
             watch_name::<Secret>(ns_ref).trim_start_matches("Secret")
         ),
-        watcher(
-            api::<PartialObjectMeta<Secret>>(w, ns_ref),
-            watcher::Config::default().any_semantic(),
-        ),
+        watcher(api::<PartialObjectMeta<Secret>>(w, ns_ref), watch::config()),
         health,
     )
     .filter_map(move |event| {
@@ -468,28 +466,26 @@ fn run_scope(
         update_job: settings.update_job,
         operator_image: settings.operator_image.clone(),
         slots: slots.clone(),
-        blocked: Default::default(),
         capacity: capacity.clone(),
         backoff: Default::default(),
         resync: reconcile::Resync::every(settings.resync_period),
         observed: Default::default(),
         status_pace: Default::default(),
         published: Default::default(),
+        written: Default::default(),
+        deleted: Default::default(),
         secret_reads,
     });
 
     let (mm_store, mm_writer) = reflector::store();
     let mm_stream = watch::guarded(
         watch_name::<Mattermost>(ns_ref),
-        watcher(
-            api::<Mattermost>(w, ns_ref),
-            watcher::Config::default().any_semantic(),
-        )
-        .modify(|mm: &mut Mattermost| {
-            mm.managed_fields_mut().clear();
-            trim::last_applied(mm);
-        })
-        .reflect(mm_writer),
+        watcher(api::<Mattermost>(w, ns_ref), watch::config())
+            .modify(|mm: &mut Mattermost| {
+                mm.managed_fields_mut().clear();
+                trim::last_applied(mm);
+            })
+            .reflect(mm_writer),
         health,
     )
     .applied_objects()

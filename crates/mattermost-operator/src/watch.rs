@@ -26,6 +26,22 @@ const MAX_DELAY: Duration = Duration::from_secs(2);
 /// changes, so silence after the retry is the only sign of success it gives.
 pub const RECOVERED_AFTER: Duration = Duration::from_secs(12);
 
+/// How long the API server keeps one of our watches open before it is re-established. kube's
+/// default (290 s) costs every watch a request each five minutes while nothing changes; the API
+/// server's bookmarks (about once a minute) and the watch client's read timeout
+/// ([`crate::client::WATCH_READ_TIMEOUT`]) already catch a dead connection, so a healthy watch is
+/// kept for half an hour (the API server's own default when a client sets no timeout is 30–60
+/// minutes). The watches start together, so they are re-established together.
+pub const WATCH_TIMEOUT_SECS: u32 = 1800;
+
+/// What every watch of the operator's caches starts from: the long timeout, and any
+/// resourceVersion for lists (served from the API server's watch cache, not etcd).
+pub fn config() -> watcher::Config {
+    watcher::Config::default()
+        .timeout(WATCH_TIMEOUT_SECS)
+        .any_semantic()
+}
+
 /// The retry policy of every watch.
 pub fn backoff() -> watcher::ExponentialBackoff {
     backon::ExponentialBuilder::default()

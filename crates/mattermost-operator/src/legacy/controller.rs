@@ -203,7 +203,7 @@ pub async fn run(
     let (store, writer) = kube::runtime::reflector::store();
     let stream = crate::watch::guarded(
         name,
-        watcher(api, watcher::Config::default().any_semantic()).reflect(writer),
+        watcher(api, crate::watch::config()).reflect(writer),
         &health,
     )
     .applied_objects()
@@ -287,7 +287,7 @@ async fn count_migrations(
                 None => counts.push((step, 1)),
             }
         }
-        metrics.set_migrations_by_step(&counts);
+        metrics.set_migrations_by_step(namespace.as_deref().unwrap_or_default(), &counts);
         // Triggered but deleted before their reconcile (other scopes' entries are theirs).
         metrics.forget_queued(CONTROLLER, |key| {
             key.split_once('/').is_none_or(|(ns, name)| {

@@ -171,6 +171,11 @@ pub struct Metrics {
     in_flight: Mutex<HashMap<u64, (String, Instant)>>,
     /// Blocking reasons outside `BLOCKING_REASONS` seen so far (reset to 0 when they clear).
     blocked_seen: Mutex<Vec<String>>,
+    /// Installations whose upgrade is blocked now (`namespace/name` -> reason), from every
+    /// watched namespace's controller.
+    blocked: Mutex<HashMap<String, String>>,
+    /// Migrations by step, per watched namespace (each scope's controller counts its own cache).
+    migrations_by_scope: Mutex<HashMap<String, Vec<(String, i64)>>>,
     next_id: AtomicU64,
     rest_requests: Family<RequestLabels, Counter>,
     build_info: Family<BuildLabels, Gauge>,
@@ -210,6 +215,8 @@ impl Metrics {
             wq_longest: Family::default(),
             in_flight: Mutex::default(),
             blocked_seen: Mutex::default(),
+            blocked: Mutex::default(),
+            migrations_by_scope: Mutex::default(),
             next_id: AtomicU64::new(0),
             rest_requests: Family::default(),
             build_info: Family::default(),
@@ -504,9 +511,37 @@ impl Metrics {
         }
     }
 
+    /// Records whether installation `key` (`namespace/name`) is blocked now, and why.
+    pub fn set_blocked(&self, key: &str, reason: Option<&str>) {
+        self.update_blocked(|set| match reason {
+            Some(r) => {
+                set.insert(key.to_owned(), r.to_owned());
+            }
+            None => {
+                set.remove(key);
+            }
+        });
+    }
+
+    /// Forgets the blocked installations `keep` says no longer exist.
+    pub fn forget_blocked(&self, keep: impl Fn(&str) -> bool) {
+        self.update_blocked(|set| set.retain(|key, _| keep(key)));
+    }
+
+    fn update_blocked(&self, change: impl FnOnce(&mut HashMap<String, String>)) {
+        let reasons: Vec<String> = match self.blocked.lock() {
+            Ok(mut set) => {
+                change(&mut set);
+                set.values().cloned().collect()
+            }
+            Err(_) => return,
+        };
+        self.set_blocked_upgrades(reasons.iter().map(String::as_str));
+    }
+
     /// Sets the blocked-upgrade gauges from the reasons of the installations blocked now (one
     /// entry per installation); reasons no longer present drop to 0.
-    pub fn set_blocked_upgrades<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
+    fn set_blocked_upgrades<'a>(&self, reasons: impl IntoIterator<Item = &'a str>) {
         let mut counts: HashMap<&str, i64> = HashMap::new();
         for r in reasons {
             *counts.entry(r).or_default() += 1;
@@ -542,10 +577,20 @@ impl Metrics {
         self.rollout_cap.set(i64::from(cap));
     }
 
-    /// Sets the migrations-by-step gauge; steps not listed drop to 0.
-    pub fn set_migrations_by_step(&self, counts: &[(String, i64)]) {
+    /// Sets the migrations-by-step counts of one watch scope (its namespace, or "" for all);
+    /// the gauge is their sum, and steps not listed drop to 0.
+    pub fn set_migrations_by_step(&self, scope: &str, counts: &[(String, i64)]) {
+        let Ok(mut by_scope) = self.migrations_by_scope.lock() else {
+            return;
+        };
+        by_scope.insert(scope.to_owned(), counts.to_vec());
         for step in mattermost_api::v1alpha1::step::ALL {
-            let n = counts.iter().find(|(s, _)| s == step).map_or(0, |(_, n)| *n);
+            let n: i64 = by_scope
+                .values()
+                .flatten()
+                .filter(|(s, _)| s == step)
+                .map(|(_, n)| *n)
+                .sum();
             self.migrations
                 .get_or_create(&StepLabels {
                     step: (*step).to_owned(),

@@ -11,8 +11,14 @@ fn blocked_upgrades_by_reason_migrations_and_the_rollout_cap() {
     }
     assert!(text.contains(r#"mattermost_operator_migrations{step="WaitingForNewPods"} 0"#));
     m.set_rollout_cap(20);
-    m.set_blocked_upgrades(["UpdateJobFailed", "UpdateJobFailed", "NewReason"]);
-    m.set_migrations_by_step(&[("CleaningUp".into(), 2)]);
+    m.set_blocked("a/mm-1", Some("UpdateJobFailed"));
+    m.set_blocked("b/mm-1", Some("UpdateJobFailed"));
+    m.set_blocked("a/mm-2", Some("NewReason"));
+    m.set_blocked("a/mm-3", Some("RolledBack"));
+    m.set_blocked("a/mm-3", None);
+    // Two watched namespaces: the gauge is their sum.
+    m.set_migrations_by_step("a", &[("CleaningUp".into(), 2)]);
+    m.set_migrations_by_step("b", &[("CleaningUp".into(), 1)]);
     let text = m.encode().unwrap();
     for series in [
         "mattermost_operator_max_reconciling_installations 20",
@@ -20,20 +26,23 @@ fn blocked_upgrades_by_reason_migrations_and_the_rollout_cap() {
         r#"mattermost_operator_blocked_upgrades_by_reason{reason="UpdateJobFailed"} 2"#,
         r#"mattermost_operator_blocked_upgrades_by_reason{reason="NewReason"} 1"#,
         r#"mattermost_operator_blocked_upgrades_by_reason{reason="RolledBack"} 0"#,
-        r#"mattermost_operator_migrations{step="CleaningUp"} 2"#,
+        r#"mattermost_operator_migrations{step="CleaningUp"} 3"#,
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
     // Cleared blocks and finished migrations read 0 again, including unlisted reasons.
-    m.set_blocked_upgrades(["RolledBack"]);
-    m.set_migrations_by_step(&[]);
+    // Deleted installations are forgotten; the other scope's migrations are still counted.
+    m.forget_blocked(|key| key == "a/mm-2");
+    m.set_blocked("a/mm-2", None);
+    m.set_blocked("a/mm-4", Some("RolledBack"));
+    m.set_migrations_by_step("a", &[]);
     let text = m.encode().unwrap();
     for series in [
         "mattermost_operator_blocked_upgrades 1",
         r#"mattermost_operator_blocked_upgrades_by_reason{reason="UpdateJobFailed"} 0"#,
         r#"mattermost_operator_blocked_upgrades_by_reason{reason="NewReason"} 0"#,
         r#"mattermost_operator_blocked_upgrades_by_reason{reason="RolledBack"} 1"#,
-        r#"mattermost_operator_migrations{step="CleaningUp"} 0"#,
+        r#"mattermost_operator_migrations{step="CleaningUp"} 1"#,
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }

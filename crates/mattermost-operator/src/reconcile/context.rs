@@ -80,8 +80,6 @@ pub struct Context {
     pub operator_image: String,
     /// Rollout cap.
     pub slots: Arc<RolloutSlots>,
-    /// Installations whose upgrade is blocked or failed, with the blocking reason (for the metrics).
-    pub blocked: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The capacity preflight's view of the cluster; `None` when the operator may not watch Nodes
     /// (the check is skipped and the RolloutStarted event says so).
     pub capacity: Option<Arc<Capacity>>,
@@ -93,6 +91,10 @@ pub struct Context {
     pub status_pace: super::pace::Pace,
     /// Events published recently (not repeated from a stale cached status).
     pub published: super::pace::Published,
+    /// Status writes the cache has not shown yet (a reconcile starts from them, not the cache).
+    pub written: super::pace::Written,
+    /// Children deleted a moment ago (not deleted again while the cache still shows them).
+    pub deleted: super::pace::Deleted,
     /// Referenced Secrets as last read, shared across installations (see [`observe::SecretReads`]).
     pub secret_reads: Arc<observe::SecretReads>,
     /// What was read from referenced Secrets, per installation.

@@ -291,6 +291,7 @@ pub(super) async fn cleanup_jobs(
         .filter(|j| j.labels().get("app").is_some_and(|a| apps.contains(&a.as_str())))
         .filter(|j| j.labels().get(INSTALLATION_LABEL) == Some(&names.app))
         .filter(|j| !in_use.contains(&j.name_any()))
+        .filter(|j| !j.uid().is_some_and(|u| ctx.deleted.recently(&u)))
         .filter_map(|j| j.object())
         .collect();
     let params = DeleteParams {
@@ -298,7 +299,11 @@ pub(super) async fn cleanup_jobs(
         ..Default::default()
     };
     for job in stale {
+        let job_uid = job.uid();
         apply::delete_owned(&ctx.client, ns, &job.name_any(), Some(job), uid, &params).await?;
+        if let Some(u) = job_uid {
+            ctx.deleted.record(&u);
+        }
     }
     Ok(())
 }

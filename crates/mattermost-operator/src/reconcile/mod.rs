@@ -84,7 +84,18 @@ impl Error {
 pub async fn reconcile(mm: Arc<Mattermost>, ctx: Arc<Context>) -> Result<Action, Error> {
     let key = format!("{}/{}", mm.namespace().unwrap_or_default(), mm.name_any());
     let timer = ctx.metrics.reconcile_started(CONTROLLER, &key);
-    let result = reconcile_inner(&mm, &ctx).await;
+    // Our last status write, when the cache has not shown it yet: every stage reads the status.
+    let ahead = mm
+        .uid()
+        .and_then(|uid| ctx.written.ahead_of_cache(&uid, mm.resource_version().as_deref()));
+    let result = match ahead {
+        Some(status) => {
+            let mut current = (*mm).clone();
+            current.status = Some(status);
+            reconcile_inner(&current, &ctx).await
+        }
+        None => reconcile_inner(&mm, &ctx).await,
+    };
     timer.finish(ReconcileOutcome::of(&result, Error::reason));
     result
 }
@@ -216,6 +227,8 @@ async fn reconcile_inner(mm: &Mattermost, ctx: &Context) -> Result<Action, Error
         if progress_wait.is_none() {
             write_status(&ctx.client, mm, &ns, &new_status).await?;
             ctx.status_pace.wrote(&uid);
+            ctx.written
+                .wrote(&uid, mm.resource_version().as_deref(), &new_status);
         }
     }
 

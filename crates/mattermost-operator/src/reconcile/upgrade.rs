@@ -207,13 +207,7 @@ pub(super) fn track_rollout(ctx: &Context, names: &Names, status: &MattermostSta
     {
         ctx.metrics.upgrade_duration.observe(held.as_secs_f64());
     }
-    if let Ok(mut set) = ctx.blocked.lock() {
-        match blocked {
-            Some(reason) => set.insert(key, reason),
-            None => set.remove(&key),
-        };
-        ctx.metrics.set_blocked_upgrades(set.values().map(String::as_str));
-    }
+    ctx.metrics.set_blocked(&key, blocked.as_deref());
     ctx.metrics
         .rollouts_in_progress
         .set(i64::try_from(ctx.slots.in_use()).unwrap_or(i64::MAX));
