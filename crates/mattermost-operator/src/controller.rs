@@ -36,7 +36,7 @@ use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context, Stores, UpdateJobSettings};
 use crate::rollout_cap::{RolloutSlots, Slot};
-use crate::trim::{self, Trim};
+use crate::trim::Trim;
 use crate::watch::{self, Health};
 
 /// Settings of the controller.
@@ -228,7 +228,7 @@ where
 }
 
 /// The installation a pod belongs to (its installation label, in its namespace).
-fn installation_of(pod: &impl kube::Resource) -> Option<ObjectRef<Mattermost>> {
+fn installation_of(pod: &impl kube::Resource) -> Option<ObjectRef<Installation>> {
     let meta = pod.meta();
     let name = meta
         .labels
@@ -236,6 +236,9 @@ fn installation_of(pod: &impl kube::Resource) -> Option<ObjectRef<Mattermost>> {
         .get(crate::desired::labels::INSTALLATION_LABEL)?;
     Some(ObjectRef::new(name).within(meta.namespace.as_deref()?))
 }
+
+/// How the controller holds an installation: compact, like the children (see [`Cached`]).
+type Installation = Cached<Mattermost>;
 
 /// The queue key of an object (`namespace/name`), as the reconcile reports it.
 fn queue_key<K: Resource>(obj: &ObjectRef<K>) -> String {
@@ -311,10 +314,11 @@ pub async fn run_until(
 }
 
 /// The installations-by-state gauge, from the caches (no API traffic).
-async fn count_states(stores: Vec<Store<Mattermost>>, metrics: Arc<Metrics>) {
+async fn count_states(stores: Vec<Store<Installation>>, metrics: Arc<Metrics>) {
     loop {
         let mut counts: Vec<(String, i64)> = Vec::new();
-        for mm in stores.iter().flat_map(|s| s.state()) {
+        // One decoded at a time: the fleet is never held whole in memory.
+        for mm in stores.iter().flat_map(|s| s.state()).filter_map(|c| c.object()) {
             let state = mm
                 .status
                 .as_ref()
@@ -332,7 +336,7 @@ async fn count_states(stores: Vec<Store<Mattermost>>, metrics: Arc<Metrics>) {
 
 /// Forgets installations that no longer exist: what was read for them (it may hold Secret
 /// values), and their rollout slot (a deleted object gets no reconcile that would release it).
-async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: Option<String>) {
+async fn forget_deleted(store: Store<Installation>, ctx: Arc<Context>, namespace: Option<String>) {
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let live: std::collections::HashSet<String> =
@@ -350,19 +354,21 @@ async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: 
         };
         ctx.metrics.forget_queued(reconcile::CONTROLLER, keep);
         ctx.metrics.forget_blocked(keep);
-        let state = store.state();
-        let referenced: std::collections::HashSet<(String, &str)> = state
+        let referenced: std::collections::HashSet<(String, String)> = store
+            .state()
             .iter()
+            .filter_map(|c| c.object())
             .flat_map(|mm| {
                 let ns = mm.namespace().unwrap_or_default();
                 mm.spec
                     .referenced_secrets()
                     .into_iter()
-                    .map(move |s| (ns.clone(), s))
+                    .map(|s| (ns.clone(), s.to_owned()))
+                    .collect::<Vec<_>>()
             })
             .collect();
         ctx.secret_reads
-            .retain(|ns, name| referenced.contains(&(ns.to_owned(), name)));
+            .retain(|ns, name| referenced.contains(&(ns.to_owned(), name.to_owned())));
         ctx.slots.release_gone(namespace.as_deref(), |slot| match slot {
             Slot::Rollout { namespace, name } => store
                 .get(&ObjectRef::new(name).within(namespace))
@@ -374,7 +380,7 @@ async fn forget_deleted(store: Store<Mattermost>, ctx: Arc<Context>, namespace: 
 
 /// The controllers of one watch scope.
 struct Scoped {
-    mattermosts: Store<Mattermost>,
+    mattermosts: Store<Installation>,
     synced: futures::future::BoxFuture<'static, ()>,
     controllers: futures::future::BoxFuture<'static, ()>,
 }
@@ -480,12 +486,7 @@ fn run_scope(
     let (mm_store, mm_writer) = reflector::store();
     let mm_stream = watch::guarded(
         watch_name::<Mattermost>(ns_ref),
-        watcher(api::<Mattermost>(w, ns_ref), watch::config())
-            .modify(|mm: &mut Mattermost| {
-                mm.managed_fields_mut().clear();
-                trim::last_applied(mm);
-            })
-            .reflect(mm_writer),
+        watcher(api::<Installation>(w, ns_ref), watch::config()).reflect(mm_writer),
         health,
     )
     .applied_objects()
@@ -501,7 +502,7 @@ fn run_scope(
     let woken_metrics = metrics.clone();
     let woken = slots.woken(move |slot| match slot {
         Slot::Rollout { namespace, name } if scope.as_ref().is_none_or(|s| *s == namespace) => {
-            let obj = ObjectRef::<Mattermost>::new(&name).within(&namespace);
+            let obj = ObjectRef::<Installation>::new(&name).within(&namespace);
             woken_metrics.enqueued(reconcile::CONTROLLER, queue_key(&obj));
             Some(obj)
         }
@@ -535,7 +536,7 @@ fn run_scope(
             c.synced().await;
         }
         seed_slots.seed(reconcile::under_way(
-            mm_ready.state().iter().map(|mm| &**mm),
+            mm_ready.state().iter().filter_map(|mm| mm.object()),
             &s.deployments,
         ));
         let _ = synced_tx.send(true);
@@ -565,7 +566,11 @@ fn run_scope(
             let referencing: Vec<_> = secret_store
                 .state()
                 .into_iter()
-                .filter(|mm| mm.namespace() == ns && mm.spec.referenced_secrets().contains(&name.as_str()))
+                .filter(|mm| mm.namespace() == ns)
+                .filter(|mm| {
+                    mm.object()
+                        .is_some_and(|mm| mm.spec.referenced_secrets().contains(&name.as_str()))
+                })
                 .collect();
             // What was read from the Secret is stale now: the next reconcile reads it again.
             for mm in &referencing {

@@ -19,6 +19,7 @@ pub trait Trim {
 }
 
 impl Trim for k8s_openapi::api::apps::v1::Deployment {}
+impl Trim for mattermost_api::v1beta1::Mattermost {}
 impl Trim for k8s_openapi::api::core::v1::Service {}
 impl Trim for k8s_openapi::api::core::v1::ServiceAccount {}
 impl Trim for k8s_openapi::api::core::v1::PersistentVolumeClaim {}

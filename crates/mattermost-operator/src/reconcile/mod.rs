@@ -35,6 +35,7 @@ pub use retry::{Backoff, Resync, jittered, retry_delay};
 pub use upgrade::under_way;
 
 use crate::apply::FIELD_MANAGER;
+use crate::cache::Cached;
 use crate::desired::names::Names;
 use crate::metrics::ReconcileOutcome;
 use crate::observe::{self, ConfigError};
@@ -57,6 +58,9 @@ pub enum Error {
     /// The object has no namespace or uid (never happens for a stored object).
     #[error("object without {0}")]
     MissingMetadata(&'static str),
+    /// The cached object does not decode (a bug: the cache encoded it; logged by the cache).
+    #[error("the cached object does not decode")]
+    Undecodable,
     /// Reading a dependency failed.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -72,7 +76,7 @@ impl Error {
     /// Stable reason for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::MissingMetadata(_) => "InternalError",
+            Error::MissingMetadata(_) | Error::Undecodable => "InternalError",
             Error::Config(e) => e.reason(),
             Error::Status(_) => "StatusWriteFailed",
             Error::Migration(_) => "MigrationRevertFailed",
@@ -81,27 +85,28 @@ impl Error {
 }
 
 /// Entry point for the controller.
-pub async fn reconcile(mm: Arc<Mattermost>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let key = format!("{}/{}", mm.namespace().unwrap_or_default(), mm.name_any());
+pub async fn reconcile(cached: Arc<Cached<Mattermost>>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let key = format!("{}/{}", cached.namespace().unwrap_or_default(), cached.name_any());
     let timer = ctx.metrics.reconcile_started(CONTROLLER, &key);
-    // Our last status write, when the cache has not shown it yet: every stage reads the status.
-    let ahead = mm
-        .uid()
-        .and_then(|uid| ctx.written.ahead_of_cache(&uid, mm.resource_version().as_deref()));
-    let result = match ahead {
-        Some(status) => {
-            let mut current = (*mm).clone();
-            current.status = Some(status);
-            reconcile_inner(&current, &ctx).await
+    let result = match cached.object() {
+        Some(mut mm) => {
+            // Our last status write, when the cache has not shown it yet: every stage reads it.
+            if let Some(status) = mm
+                .uid()
+                .and_then(|uid| ctx.written.ahead_of_cache(&uid, mm.resource_version().as_deref()))
+            {
+                mm.status = Some(status);
+            }
+            reconcile_inner(&mm, &ctx).await
         }
-        None => reconcile_inner(&mm, &ctx).await,
+        None => Err(Error::Undecodable),
     };
     timer.finish(ReconcileOutcome::of(&result, Error::reason));
     result
 }
 
 /// Transient failures: retry with a growing delay (see [`Backoff`]).
-pub fn error_policy(mm: Arc<Mattermost>, err: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(mm: Arc<Cached<Mattermost>>, err: &Error, ctx: Arc<Context>) -> Action {
     warn!(controller = CONTROLLER, object = %mm.name_any(), namespace = mm.namespace().unwrap_or_default(), reason = err.reason(), error = %err, "reconcile failed");
     Action::requeue(ctx.backoff.next(&mm.uid().unwrap_or_else(|| mm.name_any())))
 }

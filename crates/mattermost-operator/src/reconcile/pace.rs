@@ -131,10 +131,14 @@ impl Published {
         true
     }
 
-    /// Forgets installations for which `live` is false.
+    /// Forgets installations for which `live` is false, and events past the window (a fleet
+    /// upgrade would otherwise keep six per installation until its next event).
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
         if let Ok(mut m) = self.0.lock() {
-            m.retain(|uid, _| live(uid));
+            m.retain(|uid, recent| {
+                recent.retain(|(_, t)| t.elapsed() < EVENT_REPEAT_WINDOW);
+                live(uid) && !recent.is_empty()
+            });
         }
     }
 }

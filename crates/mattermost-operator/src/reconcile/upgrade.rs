@@ -139,8 +139,8 @@ const ROLLING_REASONS: [&str; 4] = [
 /// The rollouts a controller's caches show under way, oldest first (to rebuild the slots after a
 /// restart): installations whose last status says they were running the update Job or rolling,
 /// and those whose Deployment is still rolling (its status may not have been written).
-pub fn under_way<'a>(
-    mms: impl IntoIterator<Item = &'a Mattermost>,
+pub fn under_way(
+    mms: impl IntoIterator<Item = Mattermost>,
     deployments: &kube::runtime::reflector::Store<crate::cache::Cached<Deployment>>,
 ) -> Vec<Slot> {
     let mut v: Vec<(Option<Time>, Slot)> = mms
@@ -154,13 +154,14 @@ pub fn under_way<'a>(
                 .filter(|c| c.status == "True");
             let said_so = progressing.is_some_and(|c| ROLLING_REASONS.contains(&c.reason.as_str()));
             let rolling =
-                cached(deployments, &Names::of(mm).app, &ns).is_some_and(|d| deployment_rolling(&d));
+                cached(deployments, &Names::of(&mm).app, &ns).is_some_and(|d| deployment_rolling(&d));
             (said_so || rolling).then(|| {
                 let slot = Slot::Rollout {
                     namespace: ns,
                     name: mm.name_any(),
                 };
-                (progressing.map(|c| c.last_transition_time.clone()), slot)
+                let since = progressing.map(|c| c.last_transition_time.clone());
+                (since, slot)
             })
         })
         .collect();
