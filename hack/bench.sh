@@ -6,7 +6,7 @@
 # operator's API requests and writes (apiserver audit log, by user agent) per installation, and
 # by verb and resource; the operator's peak and final RSS (VmHWM/VmRSS) and CPU seconds; then the
 # fleet CLI's `status` over the fleet.
-# Usage: hack/bench.sh [N] [REPLICAS]   (default 200 1). N=1000 REPLICAS=2 takes ~15 min on 2 cores.
+# Usage: hack/bench.sh [N] [REPLICAS]   (default 200 1). N=1000 REPLICAS=2 takes ~22 min on 2 cores, then the namespace teardown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
