@@ -17,59 +17,16 @@ STATE=${TESTENV_DIR:-$PWD/.testenv}
 bash hack/testenv/up.sh >/dev/null
 export KUBECONFIG="$STATE/kubeconfig" PATH="$STATE/bin:$PATH"
 cargo build --release -q -p mattermost-operator --bin mattermost-operator -p kubectl-mattermost --bin kubectl-mattermost
-BIN=target/release/mattermost-operator
+OP_BIN=target/release/mattermost-operator
 CLI=target/release/kubectl-mattermost
-"$BIN" crd | kubectl apply --server-side --force-conflicts -f - >/dev/null
-kubectl delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
-kubectl create namespace "$NS" >/dev/null
-kubectl apply -n "$NS" -f examples/secrets.yaml >/dev/null
-
-# Room for the fleet: the testenv's three nodes take 110 pods each.
-nodes=$(( (N * (REPLICAS + 1)) / 1000 + 1 ))
-for i in $(seq 0 $((nodes - 1))); do
-  cat <<EOF
----
-apiVersion: v1
-kind: Node
-metadata:
-  name: bench-node-$i
-  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
-  labels: {type: kwok, kubernetes.io/hostname: bench-node-$i, kubernetes.io/os: linux, kubernetes.io/arch: amd64}
-status:
-  allocatable: {cpu: "64", memory: 512Gi, pods: "1100"}
-  capacity: {cpu: "64", memory: 512Gi, pods: "1100"}
-EOF
-done | kubectl apply -f - >/dev/null
-
-fleet() { # fleet VERSION: the N installations as one List
-  python3 - "$N" "$REPLICAS" "$1" <<'PY'
-import json, sys
-n, replicas, version = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-items = [{
-    "apiVersion": "installation.mattermost.com/v1beta1", "kind": "Mattermost",
-    "metadata": {"name": f"mm-{i:04d}"},
-    "spec": {"replicas": replicas, "version": version, "ingress": {"enabled": False},
-             "database": {"external": {"secret": "mm-demo-database"}},
-             "fileStore": {"external": {"url": "s3.amazonaws.com", "bucket": "b", "secret": "mm-demo-s3"}},
-             "scheduling": {"resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}},
-} for i in range(n)]
-print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-PY
-}
-wait_stable() { # wait_stable VERSION
-  while :; do
-    done_=$(kubectl get mm -n "$NS" -o jsonpath='{range .items[*]}{.status.state} {.status.version}{"\n"}{end}' \
-      | grep -c "^stable $1\$" || true)
-    [ "$done_" -ge "$N" ] && break
-    sleep 3
-  done
-}
+# shellcheck source=hack/bench-fleet.sh
+source hack/bench-fleet.sh
 mark() { wc -l <"$STATE/audit.log"; }
 now() { date +%s.%N; }
 cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$OP/stat"; }
 
 m0=$(mark)
-MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} "$BIN" run --http-addr 127.0.0.1:0 --log-level warn >"$STATE/bench-operator.log" 2>&1 &
+MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn >"$STATE/bench-operator.log" 2>&1 &
 OP=$!
 trap 'kill $OP 2>/dev/null || true' EXIT
 t0=$(now)
