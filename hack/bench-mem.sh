@@ -15,7 +15,6 @@ REPLICAS=${2:-2}
 UPGRADE=${UPGRADE:-0}
 MAX_ROLLOUTS=${MAX_ROLLOUTS:-20}
 SETTLE=${SETTLE:-5}
-NS=bench
 STATE=${TESTENV_DIR:-$PWD/.testenv}
 bash hack/testenv/up.sh >/dev/null
 export KUBECONFIG="$STATE/kubeconfig" PATH="$STATE/bin:$PATH"
@@ -28,7 +27,7 @@ source hack/bench-fleet.sh
 rss() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$OP/status"; }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$OP/status"; }
 
-LD_PRELOAD=${OP_PRELOAD:-} MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn \
+LD_PRELOAD=${OP_PRELOAD:-} MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn \
   --max-reconciling-installations "$MAX_ROLLOUTS" ${OP_ARGS:-} >"$STATE/bench-mem-operator.log" 2>&1 &
 OP=$!
 trap 'kill $OP 2>/dev/null || true' EXIT
@@ -36,14 +35,14 @@ trap 'kill $OP 2>/dev/null || true' EXIT
     echo "$(( $(date +%s) - t0 )) $(awk '/VmRSS/ {print $2}' /proc/$OP/status 2>/dev/null)"; sleep 2
   done ) >"$STATE/bench-mem-rss.log" &
 t0=$(date +%s)
-fleet 10.8.1 | kubectl apply -n "$NS" -f - >/dev/null
+fleet 10.8.1 | kubectl apply -f - >/dev/null
 wait_stable 10.8.1
 t1=$(date +%s)
 echo "converged: $((t1 - t0)) s, RSS $(rss) MiB, peak $(hwm) MiB"
 sleep "$SETTLE"
 echo "converged + ${SETTLE}s: RSS $(rss) MiB, peak $(hwm) MiB"
 if [ "$UPGRADE" = 1 ]; then
-  fleet 10.9.0 | kubectl apply -n "$NS" -f - >/dev/null
+  fleet 10.9.0 | kubectl apply -f - >/dev/null
   wait_stable 10.9.0
   t2=$(date +%s)
   echo "upgraded: $((t2 - t1 - SETTLE)) s, RSS $(rss) MiB, peak $(hwm) MiB"
@@ -51,6 +50,5 @@ if [ "$UPGRADE" = 1 ]; then
   echo "upgraded + ${SETTLE}s: RSS $(rss) MiB, peak $(hwm) MiB"
 fi
 # The operator removes its finalizers: delete the fleet before stopping it.
-kubectl delete namespace "$NS" --wait=true >/dev/null
+delete_fleet
 kill -TERM $OP; wait $OP 2>/dev/null || true
-kubectl delete node -l 'kubernetes.io/hostname' --field-selector metadata.name!=kwok-node-0,metadata.name!=kwok-node-1,metadata.name!=kwok-node-2 >/dev/null 2>&1 || true

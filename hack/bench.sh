@@ -6,13 +6,13 @@
 # operator's API requests and writes (apiserver audit log, by user agent) per installation, and
 # by verb and resource; the operator's peak and final RSS (VmHWM/VmRSS) and CPU seconds; then the
 # fleet CLI's `status` over the fleet.
-# Usage: hack/bench.sh [N] [REPLICAS]   (default 200 1). N=1000 REPLICAS=2 takes ~22 min on 2 cores, then the namespace teardown.
+# The fleet is spread over namespaces of PER_NS installations (default 100, hack/bench-fleet.sh).
+# Usage: hack/bench.sh [N] [REPLICAS]   (default 200 1). Then the namespaces' teardown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}
 REPLICAS=${2:-1}
 IDLE=${BENCH_IDLE:-60}
-NS=bench
 STATE=${TESTENV_DIR:-$PWD/.testenv}
 bash hack/testenv/up.sh >/dev/null
 export KUBECONFIG="$STATE/kubeconfig" PATH="$STATE/bin:$PATH"
@@ -26,16 +26,17 @@ now() { date +%s.%N; }
 cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$OP/stat"; }
 
 m0=$(mark)
-MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn >"$STATE/bench-operator.log" 2>&1 &
+# One malloc arena, as the image sets it (hack/image.sh).
+MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn >"$STATE/bench-operator.log" 2>&1 &
 OP=$!
 trap 'kill $OP 2>/dev/null || true' EXIT
 t0=$(now)
-fleet 10.8.1 | kubectl apply -n "$NS" -f - >/dev/null
+fleet 10.8.1 | kubectl apply -f - >/dev/null
 wait_stable 10.8.1
 t1=$(now); m1=$(mark); rss_converged=$(awk '/VmRSS/ {print $2}' "/proc/$OP/status"); cpu1=$(cpu)
 sleep "$IDLE"
 t2=$(now); m2=$(mark)
-fleet 10.9.0 | kubectl apply -n "$NS" -f - >/dev/null
+fleet 10.9.0 | kubectl apply -f - >/dev/null
 wait_stable 10.9.0
 t3=$(now); m3=$(mark); cpu3=$(cpu)
 sleep "$IDLE"
@@ -45,7 +46,7 @@ cpu4=$(cpu)
 c0=$(now); "$CLI" -A status >/dev/null || true; c1=$(now)
 sleep 1
 python3 - "$STATE/audit.log" "$N" "$REPLICAS" "$m0" "$m1" "$m2" "$m3" "$m4" "$t0" "$t1" "$t2" "$t3" "$t4" \
-  "$rss_converged" "$rss_final" "$rss_peak" "$cpu1" "$cpu3" "$cpu4" "$c0" "$c1" <<'PY'
+  "$rss_converged" "$rss_final" "$rss_peak" "$cpu1" "$cpu3" "$cpu4" "$c0" "$c1" "$NAMESPACES" <<'PY'
 import json, sys, collections
 a = sys.argv
 path, n, replicas = a[1], int(a[2]), int(a[3])
@@ -53,10 +54,10 @@ m = [int(x) for x in a[4:9]]
 t = [float(x) for x in a[9:14]]
 rss_c, rss_f, rss_p = (int(x) / 1024 for x in a[14:17])
 cpu1, cpu3, cpu4 = (float(x) for x in a[17:20])
-c0, c1 = float(a[20]), float(a[21])
+c0, c1, namespaces = float(a[20]), float(a[21]), int(a[22])
 lines = open(path).read().splitlines()
 def ours(chunk, agent="mattermost-operator/"):
-    # The operator's requests for the bench namespace and cluster-scoped ones (other namespaces
+    # The operator's requests for the bench namespaces and cluster-scoped ones (other namespaces
     # of the cluster are not the benchmark's).
     out = []
     for line in chunk:
@@ -65,11 +66,11 @@ def ours(chunk, agent="mattermost-operator/"):
         except ValueError:
             continue
         ns = e.get("objectRef", {}).get("namespace")
-        if e.get("stage") == "ResponseComplete" and e.get("userAgent", "").startswith(agent) and ns in (None, "bench"):
+        if e.get("stage") == "ResponseComplete" and e.get("userAgent", "").startswith(agent) and (ns is None or ns.startswith("bench-")):
             out.append(e)
     return out
 writes = lambda es: [e for e in es if e["verb"] in ("create", "update", "patch", "delete", "deletecollection")]
-print(f"installations: {n} x {replicas} replicas, rollout cap 20")
+print(f"installations: {n} x {replicas} replicas in {namespaces} namespaces, rollout cap 20")
 for name, (i, j), (s, e) in [("converge", (0, 1), (0, 1)), ("idle", (1, 2), (1, 2)),
                              ("upgrade", (2, 3), (2, 3)), ("idle after upgrade", (3, 4), (3, 4))]:
     es = ours(lines[m[i]:m[j]])
@@ -89,5 +90,4 @@ print(f"operator CPU: converge {cpu1:.1f} s, upgrade {cpu3 - cpu1:.1f} s, total 
 cli = ours(lines[m[4]:], "kubectl-mattermost/")
 print(f"kubectl mattermost status: {c1 - c0:.2f} s, {len(cli)} API requests")
 PY
-kubectl delete namespace "$NS" --wait=true >/dev/null
-kubectl delete node -l 'kubernetes.io/hostname' --field-selector metadata.name!=kwok-node-0,metadata.name!=kwok-node-1,metadata.name!=kwok-node-2 >/dev/null 2>&1 || true
+delete_fleet

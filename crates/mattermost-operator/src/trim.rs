@@ -80,10 +80,17 @@ fn template(t: &mut PodTemplateSpec) {
 }
 
 /// A ReplicaSet: metadata, status and its containers' images (the serving image; init
-/// containers and the selector are not read).
+/// containers and the selector are not read). A ReplicaSet scaled down to no pod is history kept by
+/// `revisionHistoryLimit`: it serves no image, so it keeps no template (each upgrade adds one per
+/// installation; scaled up again, it arrives whole in the next watch event).
 pub fn replica_set(rs: &mut ReplicaSet) {
+    let scaled_down = rs.spec.as_ref().and_then(|s| s.replicas) == Some(0)
+        && rs.status.as_ref().map(|s| s.replicas) == Some(0);
     if let Some(spec) = rs.spec.as_mut() {
         spec.selector = Default::default();
+        if scaled_down {
+            spec.template = None;
+        }
         if let Some(t) = spec.template.as_mut() {
             template(t);
             if let Some(pod) = t.spec.as_mut() {
@@ -316,6 +323,48 @@ mod tests {
         };
         pod(&mut once);
         assert!(once.status.unwrap().container_statuses.is_none());
+    }
+
+    #[test]
+    fn a_scaled_down_replica_set_keeps_no_template() {
+        use k8s_openapi::api::apps::v1::{ReplicaSetSpec, ReplicaSetStatus};
+        let rs = |replicas: i32, running: i32| ReplicaSet {
+            spec: Some(ReplicaSetSpec {
+                replicas: Some(replicas),
+                template: Some(PodTemplateSpec {
+                    spec: Some(PodSpec {
+                        containers: vec![Container {
+                            name: "mattermost".into(),
+                            image: Some("mm:10.8.1".into()),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(ReplicaSetStatus {
+                replicas: running,
+                observed_generation: Some(3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let image = |rs: &ReplicaSet| {
+            let pod = rs.spec.as_ref()?.template.as_ref()?.spec.as_ref()?;
+            pod.containers[0].image.clone()
+        };
+        // Serving, and still scaling down: the image is kept.
+        for (replicas, running) in [(2, 2), (0, 1)] {
+            let mut r = rs(replicas, running);
+            replica_set(&mut r);
+            assert_eq!(image(&r).as_deref(), Some("mm:10.8.1"));
+        }
+        let mut history = rs(0, 0);
+        replica_set(&mut history);
+        assert!(history.spec.as_ref().unwrap().template.is_none());
+        assert_eq!(history.status.unwrap().observed_generation, Some(3));
     }
 
     #[test]
