@@ -17,8 +17,6 @@ FROM scratch
 COPY --from=build /out/ /
 USER 65532:65532
 EXPOSE 8383
-# One malloc arena: less freed memory kept after a fleet upgrade (docs/benchmarks.md).
-ENV MALLOC_ARENA_MAX=1
 ENTRYPOINT ["/mattermost-operator"]
 LABEL org.opencontainers.image.title="mattermost-operator" \
       org.opencontainers.image.description="Kubernetes operator for Mattermost, written in Rust" \

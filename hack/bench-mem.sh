@@ -27,7 +27,7 @@ source hack/bench-fleet.sh
 rss() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$OP/status"; }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$OP/status"; }
 
-LD_PRELOAD=${OP_PRELOAD:-} MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn \
+LD_PRELOAD=${OP_PRELOAD:-} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn \
   --max-reconciling-installations "$MAX_ROLLOUTS" ${OP_ARGS:-} >"$STATE/bench-mem-operator.log" 2>&1 &
 OP=$!
 trap 'kill $OP 2>/dev/null || true' EXIT

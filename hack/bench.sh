@@ -26,8 +26,7 @@ now() { date +%s.%N; }
 cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$OP/stat"; }
 
 m0=$(mark)
-# One malloc arena, as the image sets it (hack/image.sh).
-MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-1} "$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn >"$STATE/bench-operator.log" 2>&1 &
+"$OP_BIN" run --http-addr 127.0.0.1:0 --log-level warn >"$STATE/bench-operator.log" 2>&1 &
 OP=$!
 trap 'kill $OP 2>/dev/null || true' EXIT
 t0=$(now)

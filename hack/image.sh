@@ -8,8 +8,6 @@
 #   registry on 127.0.0.1 and pulling the result back as OCI layout.
 # - Entrypoint /mattermost-operator (the Go operator's path, so its chart's `command` works),
 #   user 65532:65532 (nonroot), no shell, OCI labels.
-# - MALLOC_ARENA_MAX=1: one glibc malloc arena. The operator's threads allocate little, and fewer
-#   arenas keep less freed memory after a fleet upgrade (docs/benchmarks.md).
 #
 # Knobs: IMAGE_PROFILE (cargo profile, default release), IMAGE_OUT (archive path),
 #        IMAGE_REF (name written into the layout's index annotation).
@@ -65,7 +63,7 @@ created=$(git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
 "$CRANE" append --oci-empty-base --platform linux/amd64 -f "$work/layer.tar" -t "$staging:layer" >/dev/null
 "$CRANE" mutate "$staging:layer" -t "$staging:$VERSION" \
   --entrypoint /mattermost-operator --user 65532:65532 --workdir / --set-platform linux/amd64 \
-  --exposed-ports 8383/tcp --env MALLOC_ARENA_MAX=1 \
+  --exposed-ports 8383/tcp \
   -l org.opencontainers.image.title=mattermost-operator \
   -l "org.opencontainers.image.description=Kubernetes operator for Mattermost, written in Rust" \
   -l "org.opencontainers.image.version=$VERSION" \

@@ -10,6 +10,13 @@ use mattermost_operator::{crd, run, verify};
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
+/// jemalloc with one arena and a background thread that returns freed pages within seconds
+/// (`.cargo/config.toml`): glibc malloc kept most of what a fleet upgrade allocated and freed
+/// (docs/benchmarks.md).
+#[cfg(not(feature = "dhat-heap"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     // Written to dhat-heap.json when main returns (the peak heap and where it was allocated).
