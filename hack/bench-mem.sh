@@ -7,7 +7,8 @@
 # Knobs: OP_BIN (operator binary, default target/release/mattermost-operator, built if default),
 #        UPGRADE (0/1, default 0), MAX_ROLLOUTS (rollout cap, default 20), SETTLE (seconds idle
 #        before the final figure, default 5), OP_ARGS (extra operator flags), OP_PRELOAD (a malloc
-#        library preloaded into the operator only, to compare allocators without a rebuild).
+#        library preloaded into the operator only; it replaces malloc for C code, and for Rust code
+#        only in an OP_BIN from before the jemalloc global allocator, commit d99fca7).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-300}
