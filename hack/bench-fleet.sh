@@ -7,8 +7,12 @@
 # the control plane, not the operator, the bottleneck (docs/benchmarks.md).
 PER_NS=${PER_NS:-100}
 NAMESPACES=$(( (N + PER_NS - 1) / PER_NS ))
+delete_fleet() { # the namespaces and the extra nodes
+  kubectl delete namespace -l mattermost-operator.bench=fleet --wait=true >/dev/null
+  kubectl delete node -l 'kubernetes.io/hostname' --field-selector metadata.name!=kwok-node-0,metadata.name!=kwok-node-1,metadata.name!=kwok-node-2 >/dev/null 2>&1 || true
+}
 "$OP_BIN" crd | kubectl apply --server-side --force-conflicts -f - >/dev/null
-kubectl delete namespace -l mattermost-operator.bench=fleet --ignore-not-found --wait=true >/dev/null
+delete_fleet # what an interrupted run left
 for j in $(seq 0 $((NAMESPACES - 1))); do
   ns=$(printf 'bench-%02d' "$j")
   kubectl create namespace "$ns" >/dev/null
@@ -54,8 +58,4 @@ wait_stable() { # wait_stable VERSION: until all N are stable at it
     [ "$done_" -ge "$N" ] && break
     sleep 3
   done
-}
-delete_fleet() { # the namespaces and the extra nodes
-  kubectl delete namespace -l mattermost-operator.bench=fleet --wait=true >/dev/null
-  kubectl delete node -l 'kubernetes.io/hostname' --field-selector metadata.name!=kwok-node-0,metadata.name!=kwok-node-1,metadata.name!=kwok-node-2 >/dev/null 2>&1 || true
 }
